@@ -1,0 +1,38 @@
+# mlsys-labs — every target installs first when needed (a stamp file, so only once).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/mlsys-labs
+STAMP  := $(VENV)/.mlsys-installed
+
+.PHONY: install test lab-1 lab-2 lab-3 lab-4 lab-5 lab-6 lab-7 bench gpu-check report starter clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install-torch
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	scripts/install-torch $(PY)
+	$(PY) -m pip install --quiet -e ".[all]"
+	@touch $(STAMP)
+	@echo "mlsys-labs installed in $(VENV)  (activate: . $(VENV)/bin/activate)"
+
+# The whole suite on the CPU: infrastructure tests and every lab's graded tests.
+test: $(STAMP)
+	$(PY) -m pytest
+
+lab-1 lab-2 lab-3 lab-4 lab-5 lab-6 lab-7: $(STAMP)
+	$(CLI) run $(subst lab-,,$@)
+
+bench: $(STAMP)
+	$(PY) -m pytest benchmarks --benchmark-only
+
+# On a CUDA machine: every GPU test (a skip is a failure) and the GPU benchmarks, results in benchmarks/results/.
+gpu-check: $(STAMP)
+	$(CLI) gpu-check
+
+report: $(STAMP)
+	$(CLI) report
+
+clean:
+	rm -rf .mlsys reports .pytest_cache .hypothesis .benchmarks

@@ -1,0 +1,33 @@
+"""Seeded randomness: fresh inputs every run, any failure reproducible from its seed.
+
+The pytest plugin draws one session seed (printed in the header; fix it with
+``--seed N`` or ``MLSYS_SEED``) and gives each test a seed derived from it and the
+test's name, so tests are independent of their order.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+
+import numpy as np
+
+
+def derive_seed(base: int, *names: object) -> int:
+    """A 32-bit seed from a base seed and any labels (stable across runs and machines)."""
+    h = hashlib.sha256(repr((base,) + names).encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def make_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's legacy and (if installed) PyTorch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.manual_seed(seed)

@@ -1,0 +1,183 @@
+"""The pytest plugin every test run loads (``-p mlsys_labs.grading.pytest_plugin``).
+
+It carries the conventions of LABS.md:
+
+- markers ``points(n)``, ``hidden``, ``gpu``, ``mpi``, ``dist``, ``slow``;
+- ``gpu`` tests skip without CUDA, and ``--require-gpu`` turns that skip into a failure;
+- one random session seed (``--seed N`` or ``MLSYS_SEED`` to reproduce), with fixtures
+  ``seed`` and ``rng`` giving each test its own stream derived from it;
+- Triton's interpreter is switched on before any test module imports Triton;
+- ``--grade-log FILE`` appends one JSON line per collected set, test start and test end,
+  which is how the grader follows a run and survives a crash or a hang in it;
+- ``--grade-skip FILE`` deselects tests already graded (the grader's resume after a crash).
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import pytest
+
+from mlsys_labs.common import device
+from mlsys_labs.common.rng import derive_seed, make_rng, seed_everything
+
+_SESSION_SEED: int | None = None
+# nodeid -> {"outcome", "points", "lab"}: what this session graded (the honesty guard reads it)
+SESSION_RESULTS: dict[str, dict] = {}
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("mlsys-labs")
+    group.addoption("--require-gpu", action="store_true", default=False,
+                    help="fail, instead of skip, every test marked gpu when no CUDA GPU is present")
+    group.addoption("--seed", type=int, default=None,
+                    help="session seed for the random inputs (default: random, printed in the header)")
+    group.addoption("--grade-log", default=None, help="(grader) append JSON events to this file")
+    group.addoption("--grade-skip", default=None, help="(grader) file of node ids to deselect")
+
+
+def pytest_configure(config):
+    global _SESSION_SEED
+    for line in [
+        "points(n): grading weight of a test (default 1)",
+        "hidden: left out of starter copies; graded by the instructor only",
+        "gpu: needs CUDA (skipped without it; --require-gpu makes that a failure)",
+        "mpi: launches mpiexec",
+        "dist: launches several processes",
+        "slow: long, but still part of make test",
+    ]:
+        config.addinivalue_line("markers", line)
+    device.configure_triton()
+    seed = config.getoption("--seed")
+    if seed is None and os.environ.get("MLSYS_SEED"):
+        seed = int(os.environ["MLSYS_SEED"])
+    _SESSION_SEED = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_report_header(config):
+    gpu = device.gpu_name() if device.has_cuda() else "none (Triton interpreter, CUDA simulator)"
+    return [f"mlsys-labs: seed {_SESSION_SEED} (reproduce with --seed {_SESSION_SEED}); GPU: {gpu}"]
+
+
+def points_of(item) -> float:
+    marker = item.get_closest_marker("points")
+    if marker is None:
+        return 1.0
+    if not marker.args or not isinstance(marker.args[0], (int, float)) or marker.args[0] < 0:
+        raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.points(n) with n >= 0")
+    return float(marker.args[0])
+
+
+def lab_of(item) -> int | None:
+    """The lab number from a path like labs/batch3/test_x.py (None outside labs/)."""
+    parts = item.path.parts
+    for i, part in enumerate(parts[:-1]):
+        if part == "labs" and parts[i + 1].startswith("batch"):
+            try:
+                return int(parts[i + 1][len("batch"):])
+            except ValueError:
+                return None
+    return None
+
+
+def _timeout_of(item, config) -> float | None:
+    marker = item.get_closest_marker("timeout")
+    if marker and marker.args:
+        return float(marker.args[0])
+    value = config.getoption("timeout", None) if config.pluginmanager.hasplugin("timeout") else None
+    return float(value) if value else None
+
+
+def _log(config, event: dict) -> None:
+    path = config.getoption("--grade-log")
+    if not path:
+        return
+    with open(path, "a") as f:
+        f.write(json.dumps(event) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def pytest_collection_modifyitems(session, config, items):
+    skip_file = config.getoption("--grade-skip")
+    if skip_file and os.path.exists(skip_file):
+        done = set(json.loads(open(skip_file).read()))
+        keep = [it for it in items if it.nodeid not in done]
+        config.hook.pytest_deselected(items=[it for it in items if it.nodeid in done])
+        items[:] = keep
+    require = config.getoption("--require-gpu")
+    if not device.has_cuda():
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                if require:
+                    item.add_marker(pytest.mark.xfail(reason="--require-gpu: no CUDA GPU", run=False, strict=True))
+                    item.user_properties.append(("require_gpu_missing", True))
+                else:
+                    item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none here)"))
+    _log(config, {"event": "collected", "items": [
+        {"nodeid": it.nodeid, "points": points_of(it), "hidden": it.get_closest_marker("hidden") is not None,
+         "gpu": it.get_closest_marker("gpu") is not None, "timeout": _timeout_of(it, config), "lab": lab_of(it)}
+        for it in items]})
+
+
+def pytest_runtest_setup(item):
+    if dict(item.user_properties).get("require_gpu_missing"):
+        pytest.fail("--require-gpu was given but no CUDA GPU is present", pytrace=False)
+
+
+_CONFIG: list = []
+
+
+def pytest_runtest_logstart(nodeid, location):
+    """Tell the grader's watchdog which test is running now."""
+    if _CONFIG:
+        _log(_CONFIG[0], {"event": "start", "nodeid": nodeid, "time": time.time()})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session):
+    _CONFIG[:] = [session.config]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    report.mlsys_points = points_of(item)
+    report.mlsys_lab = lab_of(item)
+
+
+def pytest_runtest_logreport(report):
+    """Fold setup/call/teardown into one verdict per test; log it once teardown is done."""
+    entry = SESSION_RESULTS.setdefault(report.nodeid, {
+        "outcome": "passed", "points": getattr(report, "mlsys_points", 1.0),
+        "lab": getattr(report, "mlsys_lab", None), "output": "", "duration": 0.0})
+    entry["duration"] += report.duration
+    if report.failed:
+        entry["outcome"] = "failed"
+        entry["output"] += f"[{report.when}] {report.longreprtext}\n"
+        if report.capstdout:
+            entry["output"] += "--- captured stdout ---\n" + report.capstdout[-4000:]
+    elif report.skipped and entry["outcome"] == "passed":
+        entry["outcome"] = "skipped"
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        entry["output"] += f"skipped: {reason}\n"
+    if report.when == "teardown" and _CONFIG:
+        _log(_CONFIG[0], {"event": "end", "nodeid": report.nodeid, **entry})
+
+
+@pytest.fixture
+def seed(request) -> int:
+    """This test's seed: derived from the session seed and the test's id."""
+    s = derive_seed(_SESSION_SEED, request.node.nodeid)
+    seed_everything(s)
+    return s
+
+
+@pytest.fixture
+def rng(seed):
+    """A numpy Generator seeded for this test (fresh inputs each session)."""
+    return make_rng(seed)
