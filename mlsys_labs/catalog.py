@@ -22,6 +22,11 @@ class Lab:
     peer: str
     targets: str
     demo: str | None = None  # "module:function", called with a list of extra CLI arguments
+    extra_packages: tuple[str, ...] = ()  # other subpackages of mlsys_labs that belong to this lab
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (self.package,) + self.extra_packages
 
     @property
     def tests_dir(self):
@@ -45,7 +50,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in [
         "D2L ch. 1–14; NNFS ch. 1–22; Math & Architectures of DL ch. 1–14; CS:APP ch. 1–6",
         "reverse-mode autograd on numpy, MLP/CNN/Transformer block, SGD/Adam/AdamW; CS:APP's memory mountain in numba",
         "PyTorch CPU", "MLP train step ≤ 1.5× PyTorch's time; MLP ≥ 97%, CNN ≥ 98% on digits",
-        demo="mlsys_labs.nn.demo:main"),
+        demo="mlsys_labs.nn.demo:main", extra_packages=("memory",)),
     Lab(2, 2, "matmul", "Cache-aware matrix multiplication",
         "CS:APP ch. 7–9; Engineering a Compiler ch. 1–6; Art of HPC vol. 1; Parallel & HPC parts 1–2",
         "naive → loop order → blocking → packed register-blocked micro-kernel → threads; autotuner; roofline; cache simulator",
@@ -83,6 +88,14 @@ def get_lab(number: int) -> Lab:
     if number not in LABS:
         raise KeyError(f"unknown lab {number}: labs are numbered 1–{max(LABS)}")
     return LABS[number]
+
+
+def lab_of_package(package: str) -> Lab | None:
+    """The lab a subpackage of mlsys_labs belongs to (None for shared infrastructure)."""
+    for lab in LABS.values():
+        if package in lab.packages:
+            return lab
+    return None
 
 
 def present_labs() -> list[Lab]:
