@@ -1,0 +1,186 @@
+"""Starter copies: the repository with every solution region turned into a stub.
+
+Under ``mlsys_labs/`` each region
+
+    # BEGIN SOLUTION [hint: ...]
+    ...
+    # END SOLUTION
+
+becomes ``raise NotImplementedError("Lab N (package) function: hint")`` at the BEGIN
+line's indentation; signatures, docstrings and everything outside the regions stay.
+In ``labs/`` every test marked ``@pytest.mark.hidden`` is removed (a module whose
+``pytestmark`` includes ``hidden`` is left out whole).  The copy installs and imports
+cleanly — :func:`write_starter` checks that the stubbed sources still parse.
+"""
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..catalog import lab_of_package
+
+BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION\b(?P<rest>.*)$")
+END = re.compile(r"^[ \t]*# END SOLUTION\b")
+_DEF = re.compile(r"^(?P<indent>[ \t]*)(?:async\s+)?(?:def|class)\s+(?P<name>\w+)")
+
+# never copied into a starter (generated state, environments, results of this machine)
+_SKIP_DIRS = {".git", ".venv", "venv", ".mlsys", "reports", "__pycache__", ".pytest_cache",
+              ".hypothesis", ".benchmarks", "build", "dist", ".whl", ".gl"}
+
+
+class StarterError(ValueError):
+    """A solution region that cannot be stubbed (unbalanced, or outside a function)."""
+
+
+def _enclosing_name(lines: list[str], index: int, indent: int) -> str:
+    """Dotted name of the def/class chain enclosing line ``index`` (innermost last)."""
+    names, limit = [], indent
+    for line in reversed(lines[:index]):
+        m = _DEF.match(line)
+        if m and len(m.group("indent").expandtabs()) < limit:
+            names.append(m.group("name"))
+            limit = len(m.group("indent").expandtabs())
+            if limit == 0:
+                break
+    return ".".join(reversed(names))
+
+
+def _hint(rest: str) -> str:
+    rest = rest.strip()
+    if rest.lower().startswith("hint:"):
+        rest = rest[5:].strip()
+    return rest
+
+
+def stub_source(source: str, *, lab_label: str, filename: str = "<source>") -> tuple[str, int]:
+    """Replace every solution region in ``source``; return (new source, number of regions)."""
+    lines = source.splitlines(keepends=True)
+    out: list[str] = []
+    count, i = 0, 0
+    while i < len(lines):
+        m = BEGIN.match(lines[i])
+        if not m:
+            if END.match(lines[i]):
+                raise StarterError(f"{filename}:{i + 1}: '# END SOLUTION' without a BEGIN")
+            out.append(lines[i])
+            i += 1
+            continue
+        start = i
+        j = i + 1
+        while j < len(lines) and not END.match(lines[j]):
+            if BEGIN.match(lines[j]):
+                raise StarterError(f"{filename}:{j + 1}: nested '# BEGIN SOLUTION' (region opened at line {start + 1})")
+            j += 1
+        if j == len(lines):
+            raise StarterError(f"{filename}:{start + 1}: '# BEGIN SOLUTION' is never closed")
+        indent = m.group("indent")
+        where = _enclosing_name(lines, start, len(indent.expandtabs()))
+        if not where:
+            raise StarterError(f"{filename}:{start + 1}: a solution region must sit inside a function body")
+        hint = _hint(m.group("rest")) or "see the docstring above and this lab's README"
+        message = f"{lab_label} {where}: {hint}"
+        out.append(f"{indent}raise NotImplementedError({message!r})\n")
+        count += 1
+        i = j + 1
+    new = "".join(out)
+    try:
+        ast.parse(new, filename=filename)
+    except SyntaxError as exc:
+        raise StarterError(f"{filename}: the stubbed source does not parse ({exc.msg}, line {exc.lineno}); "
+                           "a region must cover whole statements of one function body") from exc
+    return new, count
+
+
+def _is_hidden_marker(node: ast.AST) -> bool:
+    """True for ``pytest.mark.hidden`` / ``mark.hidden`` (called or not)."""
+    if isinstance(node, ast.Call):
+        node = node.func
+    return isinstance(node, ast.Attribute) and node.attr == "hidden" and (
+        (isinstance(node.value, ast.Attribute) and node.value.attr == "mark")
+        or (isinstance(node.value, ast.Name) and node.value.id == "mark"))
+
+
+def remove_hidden_tests(source: str, filename: str = "<test>") -> tuple[str | None, int]:
+    """Drop hidden tests from a test module's source: (new source, tests removed); the
+    source is None when the whole module is hidden."""
+    tree = ast.parse(source, filename=filename)
+    lines = source.splitlines(keepends=True)
+    cut: list[tuple[int, int]] = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in node.targets):
+            values = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
+            if any(_is_hidden_marker(v) for v in values):
+                return None, 0
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if any(_is_hidden_marker(d) for d in node.decorator_list):
+                first = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                cut.append((first - 1, node.end_lineno))
+    for a, b in sorted(cut, reverse=True):
+        del lines[a:b]
+    return "".join(lines), len(cut)
+
+
+def _tracked_files(root: Path) -> list[Path] | None:
+    """Files git tracks plus untracked-but-not-ignored ones; None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=root, capture_output=True, check=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    files = [root / p for p in out.decode().split("\0") if p]
+    return [f for f in files if f.is_file()]
+
+
+def _all_files(root: Path) -> list[Path]:
+    files = _tracked_files(root)
+    if files is not None:
+        return files
+    result = []
+    for path in root.rglob("*"):
+        if path.is_file() and not any(part in _SKIP_DIRS for part in path.relative_to(root).parts):
+            result.append(path)
+    return result
+
+
+def write_starter(root: Path, dest: Path) -> dict:
+    """Write a learner's copy of the repository at ``root`` into ``dest`` (which must not
+    exist or be empty).  Returns counts: files, regions stubbed, hidden tests removed."""
+    root, dest = Path(root).resolve(), Path(dest).resolve()
+    if dest.exists() and any(dest.iterdir()):
+        raise StarterError(f"{dest} exists and is not empty: choose a new folder")
+    if root == dest:
+        raise StarterError("the starter copy must go to a new folder, not the repository itself")
+    stats = {"files": 0, "regions": 0, "hidden_tests_removed": 0, "hidden_modules_removed": 0}
+    for src in _all_files(root):
+        rel = src.relative_to(root)
+        if any(part in _SKIP_DIRS for part in rel.parts):
+            continue
+        target = dest / rel
+        if rel.parts[0] == "mlsys_labs" and src.suffix == ".py":
+            text = src.read_text()
+            package = rel.parts[1] if len(rel.parts) > 2 else None
+            lab = lab_of_package(package) if package else None
+            label = f"Lab {lab.number} ({package})" if lab else f"mlsys_labs.{'.'.join(rel.with_suffix('').parts[1:])}"
+            text, n = stub_source(text, lab_label=label, filename=str(rel))
+            stats["regions"] += n
+            _write(target, text)
+        elif rel.parts[0] == "labs" and src.suffix == ".py" and src.name.startswith("test_"):
+            new, removed = remove_hidden_tests(src.read_text(), filename=str(rel))
+            if new is None:
+                stats["hidden_modules_removed"] += 1
+                continue
+            stats["hidden_tests_removed"] += removed
+            _write(target, new)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target)
+        stats["files"] += 1
+    return stats
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
