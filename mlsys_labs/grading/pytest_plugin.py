@@ -24,8 +24,10 @@ from mlsys_labs.common import device
 from mlsys_labs.common.rng import derive_seed, make_rng, seed_everything
 
 _SESSION_SEED: int | None = None
-# nodeid -> {"outcome", "points", "lab"}: what this session graded (the honesty guard reads it)
+# What this session graded, for the honesty guard: nodeid -> {"outcome", "points", "lab", ...},
+# and per lab the node ids collected (so a lab counts as graded only when all of it ran).
 SESSION_RESULTS: dict[str, dict] = {}
+SESSION_COLLECTED: dict[int, set[str]] = {}
 
 
 def pytest_addoption(parser):
@@ -117,6 +119,9 @@ def pytest_collection_modifyitems(session, config, items):
                     item.user_properties.append(("require_gpu_missing", True))
                 else:
                     item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none here)"))
+    for it in items:
+        if lab_of(it) is not None:
+            SESSION_COLLECTED.setdefault(lab_of(it), set()).add(it.nodeid)
     _log(config, {"event": "collected", "items": [
         {"nodeid": it.nodeid, "points": points_of(it), "hidden": it.get_closest_marker("hidden") is not None,
          "gpu": it.get_closest_marker("gpu") is not None, "timeout": _timeout_of(it, config), "lab": lab_of(it)}

@@ -1,0 +1,255 @@
+"""``mlsys-labs``: list the labs, run one, make a starter copy, grade, report, serve.
+
+    mlsys-labs list
+    mlsys-labs run N [demo options]          # graded tests, benchmarks, the lab's demo, figures
+    mlsys-labs starter DEST
+    mlsys-labs grade [--lab N] [--submission PATH] [--out results.json] [--summary results.md]
+    mlsys-labs report
+    mlsys-labs gpu-check                     # on a CUDA machine
+    mlsys-labs serve | bench-serve           # lab 5's server and load generator
+
+Bad input gives a one-line error and exit status 2; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from .catalog import LABS, get_lab
+from .common.paths import project_root, reports_dir
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _lab_number(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise CLIError(f"unknown lab {text!r}: labs are numbered 1–{max(LABS)}") from None
+    if n not in LABS:
+        raise CLIError(f"unknown lab {n}: labs are numbered 1–{max(LABS)}")
+    return n
+
+
+def _saved_grade(n: int) -> dict | None:
+    path = project_root() / "reports" / "grades" / f"lab{n}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ------------------------------------------------------------------------------- list
+def cmd_list(args) -> int:
+    print(f"{'lab':<4}{'batch':<6}{'topic':<44}{'status':<12}score")
+    for lab in LABS.values():
+        grade = _saved_grade(lab.number)
+        score = f"{grade['score']:g}/{grade['max_score']:g}" if grade else "—"
+        status = "ready" if lab.present else "not built"
+        print(f"{lab.number:<4}{lab.batch:<6}{lab.topic:<44}{status:<12}{score}")
+        print(f"{'':<10}readings: {lab.readings}")
+        print(f"{'':<10}you build: {lab.builds}")
+        print(f"{'':<10}measured against: {lab.peer}; targets: {lab.targets}")
+    print("\nRun one with `mlsys-labs run N` (or `make lab-N`); scores are from the last run in this checkout.")
+    return 0
+
+
+# -------------------------------------------------------------------------------- run
+def _print_figures(lab) -> None:
+    from .common.bench import figures_for, format_figures, load_results, machine_name
+
+    figures = figures_for(lab.number)
+    if not figures:
+        print(f"No figures recorded for lab {lab.number} on this machine yet.")
+        return
+    print(format_figures(figures, machine=machine_name(load_results()["machine"])))
+
+
+def cmd_run(args, extra: list[str]) -> int:
+    from .grading.grader import grade, write_outputs
+
+    lab = get_lab(_lab_number(args.lab))
+    if not lab.present:
+        raise CLIError(f"Lab {lab.number} ({lab.topic}) has no graded tests in this checkout yet")
+    score_ok = True
+    if not args.skip_tests:
+        print(f"== Lab {lab.number}: {lab.topic} — graded tests")
+        result = grade(lab.number, project_root(), timeout=args.timeout, show_progress=True)
+        out = reports_dir("grades")
+        write_outputs([result], out / f"lab{lab.number}.json", out / f"lab{lab.number}.md")
+        failed = [t for t in result.tests if t.status != "passed"]
+        for t in failed:
+            first = next((l.strip() for l in t.output.splitlines() if l.strip().startswith("E ")), t.output.strip()[:160])
+            print(f"  FAILED {t.name} ({t.max_score:g} pts): {first[:160]}")
+        print(f"Score: {result.score:g} / {result.max_score:g} ({100 * result.fraction:.0f}%)"
+              + (f"; {len(result.not_run_gpu)} GPU-only tests not run here" if result.not_run_gpu else ""))
+        score_ok = result.fraction >= 1.0
+    if not args.skip_bench and lab.benchmark_files:
+        print(f"\n== Lab {lab.number}: benchmarks (ours against {lab.peer}, same run)")
+        proc = subprocess.run([sys.executable, "-m", "pytest", *map(str, lab.benchmark_files), "--benchmark-only",
+                               "-q", "--no-header", "-p", "no:cacheprovider", "--benchmark-columns=median,rounds"],
+                              cwd=project_root())
+        if proc.returncode not in (0, 5):
+            print(f"(benchmarks exited with status {proc.returncode})")
+    if not args.skip_demo and lab.demo:
+        print(f"\n== Lab {lab.number}: demo")
+        module, func = lab.demo.split(":")
+        rc = getattr(importlib.import_module(module), func)(extra)
+        if rc:
+            print(f"(demo exited with status {rc})")
+            score_ok = False
+    elif extra:
+        raise CLIError(f"unrecognised arguments: {' '.join(extra)}")
+    print(f"\n== Lab {lab.number}: figures against targets")
+    _print_figures(lab)
+    return 0 if score_ok else 1
+
+
+# ---------------------------------------------------------------------------- starter
+def cmd_starter(args) -> int:
+    from .grading.starter import write_starter
+
+    stats = write_starter(project_root(), Path(args.dest))
+    print(f"Starter copy written to {args.dest}: {stats['files']} files, {stats['regions']} solution regions "
+          f"stubbed, {stats['hidden_tests_removed'] + stats['hidden_modules_removed']} hidden tests left out.")
+    print(f"Next: cd {args.dest} && make lab-1   (fill in the NotImplementedError stubs until it says 100%)")
+    return 0
+
+
+# ------------------------------------------------------------------------------ grade
+def cmd_grade(args) -> int:
+    from .catalog import present_labs
+    from .grading.grader import grade, write_outputs
+
+    labs = [get_lab(_lab_number(args.lab))] if args.lab else present_labs()
+    if not labs:
+        raise CLIError("no lab has graded tests in this checkout")
+    submission = Path(args.submission).resolve() if args.submission else project_root()
+    if not submission.exists():
+        raise CLIError(f"submission path {submission} does not exist")
+    results = []
+    for lab in labs:
+        r = grade(lab.number, submission, timeout=args.timeout, show_progress=sys.stderr.isatty())
+        print(f"Lab {lab.number}: {r.score:g} / {r.max_score:g} ({100 * r.fraction:.0f}%)", flush=True)
+        results.append(r)
+    summary = Path(args.summary) if args.summary else Path(args.out).with_suffix(".md")
+    write_outputs(results, Path(args.out), summary)
+    total = sum(r.score for r in results)
+    maximum = sum(r.max_score for r in results)
+    print(f"Total: {total:g} / {maximum:g}; wrote {args.out} and {summary}")
+    if args.fail_under is not None and maximum and 100 * total / maximum < args.fail_under:
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- report
+def cmd_report(args) -> int:
+    from .common.report import write_report
+
+    paths = write_report()
+    if not paths:
+        raise CLIError("no benchmark results yet: run `make lab-N` or `pytest benchmarks --benchmark-only` first")
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_gpu_check(args) -> int:
+    from .common import device
+    from .common.report import write_report
+
+    if not device.has_cuda():
+        raise CLIError("gpu-check needs a CUDA GPU; none is visible here (on a CPU machine use `make test`)")
+    root = project_root()
+    rc_tests = subprocess.run([sys.executable, "-m", "pytest", "labs", "-m", "gpu", "--require-gpu", "-q"], cwd=root).returncode
+    rc_bench = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-m", "gpu", "--benchmark-only", "-q"],
+                              cwd=root).returncode
+    for p in write_report():
+        print(p)
+    return 0 if rc_tests in (0, 5) and rc_bench in (0, 5) else 1
+
+
+def _delegate(target: str, argv: list[str]) -> int:
+    module, func = target.split(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:
+        raise CLIError(f"{module} is not available in this checkout ({exc})") from None
+    return getattr(mod, func)(argv)
+
+
+# ------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlsys-labs", description="Hands-on ML-systems labs: run, grade, report.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("list", help="the labs, their readings and your current scores")
+    r = sub.add_parser("run", help="run lab N: graded tests, benchmarks, demo, figures against targets")
+    r.add_argument("lab", help="lab number, 1–7")
+    r.add_argument("--skip-tests", action="store_true")
+    r.add_argument("--skip-bench", action="store_true")
+    r.add_argument("--skip-demo", action="store_true")
+    r.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
+    s = sub.add_parser("starter", help="write a learner's copy with the solutions stubbed out")
+    s.add_argument("dest")
+    g = sub.add_parser("grade", help="grade a submission: Gradescope results.json + Markdown summary")
+    g.add_argument("--lab", help="lab number (default: every lab present)")
+    g.add_argument("--submission", help="folder holding the submission's mlsys_labs (default: this checkout)")
+    g.add_argument("--out", default="results.json")
+    g.add_argument("--summary", help="Markdown summary path (default: OUT with .md)")
+    g.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
+    g.add_argument("--fail-under", type=float, help="exit 1 when the total is below this percentage")
+    sub.add_parser("report", help="render benchmark results into reports/ (Markdown table, PNG plots)")
+    sub.add_parser("gpu-check", help="GPU tests (skips fail) and GPU benchmarks; writes benchmarks/results/<gpu>.json")
+    sub.add_parser("serve", help="lab 5: start the OpenAI-compatible server on the default model", add_help=False)
+    sub.add_parser("bench-serve", help="lab 5: load-test the server (Poisson arrivals)", add_help=False)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in ("serve", "bench-serve"):
+        target = {"serve": "mlsys_labs.serving.server:serve_main",
+                  "bench-serve": "mlsys_labs.serving.loadgen:bench_serve_main"}[argv[0]]
+        try:
+            return _delegate(target, argv[1:])
+        except CLIError as exc:
+            print(f"mlsys-labs: error: {exc}", file=sys.stderr)
+            return 2
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    from .grading.grader import GradeError
+    from .grading.starter import StarterError
+
+    try:
+        if args.command == "list":
+            return cmd_list(args)
+        if args.command == "run":
+            return cmd_run(args, extra)
+        if args.command == "starter":
+            return cmd_starter(args)
+        if args.command == "grade":
+            return cmd_grade(args)
+        if args.command == "report":
+            return cmd_report(args)
+        if args.command == "gpu-check":
+            return cmd_gpu_check(args)
+    except (CLIError, GradeError, StarterError) as exc:
+        print(f"mlsys-labs: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mlsys-labs: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and closed
+        sys.stderr.close()
+        return 0
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
