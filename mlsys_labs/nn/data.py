@@ -1,0 +1,31 @@
+"""The data: scikit-learn's bundled handwritten digits (1,797 8×8 images, 10 classes;
+Alpaydin & Kaynak 1998, the UCI "optdigits" test set), offline, with a fixed seeded
+stratified train/test split."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+
+def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
+    """(x_train, y_train, x_test, y_test): float64 features in [0, 1] of shape (n, 64),
+    int64 labels.  The same seed gives the same split on every machine."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.data / 16.0).astype(np.float64)
+    y = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y)
+    return x_train, y_train, x_test, y_test
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int,
+            rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Mini-batches of (x, y), shuffled by ``rng`` when given."""
+    order = rng.permutation(len(x)) if rng is not None else np.arange(len(x))
+    for i in range(0, len(x), batch_size):
+        idx = order[i:i + batch_size]
+        yield x[idx], y[idx]

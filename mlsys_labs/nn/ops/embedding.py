@@ -1,0 +1,27 @@
+"""Embedding lookup: rows of a weight matrix picked by integer ids (D2L §15.4;
+Bengio et al. 2003)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function
+
+
+class Embedding(Function):
+    """weight (V, D) and integer ``ids`` of any shape → (*ids.shape, D)."""
+
+    @staticmethod
+    def forward(ctx, weight, ids):
+        # BEGIN SOLUTION
+        ids = np.asarray(ids)
+        ctx.shape, ctx.ids = weight.shape, ids
+        return weight[ids]
+        # END SOLUTION
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        # BEGIN SOLUTION hint: scatter-add rows with np.add.at (ids repeat)
+        grad = np.zeros(ctx.shape, dtype=grad_out.dtype)
+        np.add.at(grad, ctx.ids, grad_out)
+        return grad
+        # END SOLUTION
