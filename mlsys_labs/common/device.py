@@ -18,6 +18,8 @@ def has_cuda() -> bool:
     """True when a CUDA GPU is usable by PyTorch (or, without torch, when nvidia-smi exists)."""
     if os.environ.get("MLSYS_FORCE_CPU") == "1":
         return False
+    if shutil.which("nvidia-smi") is None and not os.path.exists("/dev/nvidia0"):
+        return False  # no NVIDIA driver: skip importing torch just to learn that
     try:
         import torch
     except ImportError:

@@ -15,9 +15,11 @@ cleanly — :func:`write_starter` checks that the stubbed sources still parse.
 from __future__ import annotations
 
 import ast
+import io
 import re
 import shutil
 import subprocess
+import tokenize
 from pathlib import Path
 
 from ..catalog import lab_of_package
@@ -55,23 +57,36 @@ def _hint(rest: str) -> str:
     return rest
 
 
+def _marker_lines(source: str) -> set[int]:
+    """0-based numbers of the lines whose only token is a comment (so a marker quoted in a
+    docstring or a string is not a marker)."""
+    lines: set[int] = set()
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT and not tok.line[: tok.start[1]].strip():
+            lines.add(tok.start[0] - 1)
+    return lines
+
+
 def stub_source(source: str, *, lab_label: str, filename: str = "<source>") -> tuple[str, int]:
     """Replace every solution region in ``source``; return (new source, number of regions)."""
     lines = source.splitlines(keepends=True)
+    markers = _marker_lines(source)
+    begin = lambda k: BEGIN.match(lines[k]) if k in markers else None  # noqa: E731
+    end = lambda k: END.match(lines[k]) if k in markers else None  # noqa: E731
     out: list[str] = []
     count, i = 0, 0
     while i < len(lines):
-        m = BEGIN.match(lines[i])
+        m = begin(i)
         if not m:
-            if END.match(lines[i]):
+            if end(i):
                 raise StarterError(f"{filename}:{i + 1}: '# END SOLUTION' without a BEGIN")
             out.append(lines[i])
             i += 1
             continue
         start = i
         j = i + 1
-        while j < len(lines) and not END.match(lines[j]):
-            if BEGIN.match(lines[j]):
+        while j < len(lines) and not end(j):
+            if begin(j):
                 raise StarterError(f"{filename}:{j + 1}: nested '# BEGIN SOLUTION' (region opened at line {start + 1})")
             j += 1
         if j == len(lines):
