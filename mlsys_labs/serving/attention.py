@@ -1,0 +1,83 @@
+"""Attention over the paged KV cache, in PyTorch (the CPU path; vLLM's "gather" fallback).
+
+The KV cache of one layer is a tensor ``[2, num_slots, num_kv_heads, head_dim]`` where
+``slot = block_id * block_size + offset``: a sequence's keys live in whatever blocks its
+block table names (PagedAttention, Kwon et al., SOSP'23, §4.1–4.2).
+
+Per step, every scheduled sequence brings ``q_len`` new tokens (a prompt chunk, or one
+decode token) and sees ``ctx_len`` keys (the cache, including the new tokens' own keys).
+New token ``j`` of a sequence sits at context index ``ctx_len - q_len + j`` and may
+attend to context indices ``<=`` that (causal masking with an offset: chunked prefill
+and prefix-cache hits need nothing else).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class AttentionMetadata:
+    """What one forward pass needs to read and write the paged cache.
+
+    ``query_start``: [B+1] offsets of each sequence's new tokens in the flat batch (cu_seqlens);
+    ``context_lens``: [B] keys visible to each sequence (cache after this step's writes);
+    ``slot_mapping``: [T] cache slot each new token's K/V is written to;
+    ``key_slots``: [B, max_ctx] slots of each sequence's context in order (padded with 0);
+    ``block_tables``: [B, max_blocks] block ids (padded with 0), for the Triton decode kernel.
+    """
+
+    query_start: torch.Tensor
+    context_lens: torch.Tensor
+    slot_mapping: torch.Tensor
+    key_slots: torch.Tensor
+    block_tables: torch.Tensor | None = None
+    block_size: int = 16
+    max_query_len: int = 1
+    use_triton_decode: bool = False
+
+    @property
+    def num_seqs(self) -> int:
+        return self.context_lens.shape[0]
+
+
+def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+    """Store the new tokens' keys and values (``[T, Hkv, d]``) at their slots."""
+    # BEGIN SOLUTION hint: index the slot axis of kv_cache[0] and kv_cache[1] with slot_mapping
+    kv_cache[0].index_copy_(0, slot_mapping, k)
+    kv_cache[1].index_copy_(0, slot_mapping, v)
+    # END SOLUTION
+
+
+def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
+                    scale: float) -> torch.Tensor:
+    """Causal attention of the new tokens ``q [T, H, d]`` over each sequence's paged context.
+
+    Gathers every sequence's keys and values by ``meta.key_slots`` into a padded batch,
+    masks padding and the future, and runs scaled-dot-product attention with grouped
+    query heads.  Returns ``[T, H, d]``.
+    """
+    # BEGIN SOLUTION hint: scatter q into [B, max_q, H, d], gather K/V by key_slots, build the offset causal mask, SDPA (enable_gqa), scatter back
+    T, H, d = q.shape
+    B = meta.num_seqs
+    starts = meta.query_start
+    q_lens = starts[1:] - starts[:-1]                                   # [B]
+    max_q = meta.max_query_len
+    max_k = meta.key_slots.shape[1]
+    seq_of_token = torch.repeat_interleave(torch.arange(B, device=q.device), q_lens)
+    j_of_token = torch.arange(T, device=q.device) - starts[:-1][seq_of_token]
+    qp = q.new_zeros(B, max_q, H, d)
+    qp[seq_of_token, j_of_token] = q
+    k = kv_cache[0][meta.key_slots]                                     # [B, max_k, Hkv, d]
+    v = kv_cache[1][meta.key_slots]
+    key_idx = torch.arange(max_k, device=q.device)
+    q_ctx = (meta.context_lens - q_lens)[:, None] + torch.arange(max_q, device=q.device)[None, :]  # [B, max_q]
+    mask = key_idx[None, None, :] <= q_ctx[:, :, None]                  # causal with offset
+    mask &= key_idx[None, None, :] < meta.context_lens[:, None, None]   # padding keys
+    mask[:, :, 0] = True                                                # padded query rows: avoid NaN
+    out = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask[:, None], scale=scale, enable_gqa=True)
+    return out.transpose(1, 2)[seq_of_token, j_of_token]
+    # END SOLUTION

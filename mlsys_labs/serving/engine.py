@@ -1,0 +1,268 @@
+"""The engine's step loop (nano-vllm's ``LLMEngine``; vLLM's ``EngineCore``).
+
+``add_request`` validates and queues; each ``step`` asks the scheduler for a batch, runs it
+through the model runner, samples a token for every sequence whose new tokens reached its
+end, applies the stopping rules and frees finished sequences' blocks.  ``generate`` is the
+offline loop over ``step``.  Everything runs on one thread: the HTTP server calls ``step``
+from its engine thread and hands ``abort`` in through the same thread.
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .block_manager import BlockManager
+from .config import EngineConfig
+from .metrics import EngineMetrics
+from .model import LlamaForCausalLM, default_model_path, load_pretrained
+from .model_runner import ModelRunner
+from .sampler import sample_token
+from .scheduler import RequestRejected, Scheduler
+from .sequence import SamplingParams, Sequence, SequenceStatus
+from .tokenizer import ByteTokenizer
+
+
+@dataclass
+class RequestOutput:
+    """What one step produced for one sequence (a choice of a request)."""
+
+    request_id: str
+    index: int
+    new_token_ids: list[int]
+    new_text: str
+    finished: bool
+    finish_reason: str | None = None
+    num_prompt_tokens: int = 0
+    num_output_tokens: int = 0
+    num_cached_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Completion:
+    """A finished choice, as ``generate`` returns it."""
+
+    request_id: str
+    index: int
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    num_prompt_tokens: int
+    extra: dict = field(default_factory=dict)
+
+
+class LLMEngine:
+    def __init__(self, model: LlamaForCausalLM, cfg: EngineConfig | None = None, tokenizer=None,
+                 model_name: str = "tiny-llama"):
+        self.cfg = cfg or EngineConfig()
+        self.model = model
+        self.model_name = model_name
+        self.tokenizer = tokenizer or ByteTokenizer()
+        self.max_model_len = self.cfg.max_model_len or model.config.max_position_embeddings
+        self.block_manager = BlockManager(self.cfg.num_blocks, self.cfg.block_size, self.cfg.enable_prefix_caching)
+        self.scheduler = Scheduler(self.cfg, self.block_manager, self.max_model_len)
+        use_triton = self.cfg.extra.get("attention_backend") == "triton"
+        self.runner = ModelRunner(model, self.cfg.num_blocks, self.cfg.block_size, use_triton_decode=use_triton)
+        self.metrics = EngineMetrics()
+        self.eos_token_id = model.config.eos_token_id
+        self._ids = itertools.count()
+        self.seqs_by_request: dict[str, list[Sequence]] = {}
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, cfg: EngineConfig | None = None,
+                        **kwargs) -> "LLMEngine":
+        cfg = cfg or EngineConfig()
+        dtype = getattr(torch, cfg.dtype)
+        path = Path(path) if path else default_model_path()
+        model = load_pretrained(path, dtype=dtype, device=cfg.device)
+        return cls(model, cfg, model_name=kwargs.pop("model_name", path.name), **kwargs)
+
+    # ------------------------------------------------------------------ requests
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None, arrival_time: float | None = None) -> str:
+        """Queue a request; raises :class:`RequestRejected` if it could never be served."""
+        params = params or SamplingParams()
+        request_id = request_id or f"req-{next(self._ids)}"
+        ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        if request_id in self.seqs_by_request:
+            raise ValueError(f"duplicate request id {request_id}")
+        if any(not 0 <= t < self.model.config.vocab_size for t in ids):
+            raise RequestRejected("prompt token id outside the vocabulary")
+        seq = Sequence(request_id, ids, params, 0, arrival_time)
+        self.scheduler.add(seq)
+        self.seqs_by_request[request_id] = [seq]
+        self.metrics.prompt_tokens += len(ids)
+        return request_id
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a request wherever it is (waiting, running, preempted) and free its blocks."""
+        seqs = self.scheduler.abort(request_id)
+        if self.seqs_by_request.pop(request_id, None) is not None:
+            self.metrics.requests_aborted += 1
+            return True
+        return bool(seqs)
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    # ------------------------------------------------------------------ one step
+    def step(self) -> list[RequestOutput]:
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        self.metrics.steps += 1
+        need = [i for i, (s, n) in enumerate(zip(batch.seqs, batch.num_new_tokens))
+                if s.num_computed_tokens + n == len(s)]
+        for s, n in zip(batch.seqs, batch.num_new_tokens):   # every new token but a plain decode is prefill
+            decode = s.num_computed_tokens + n == len(s) and len(s) > s.num_prompt_tokens
+            self.metrics.prefill_tokens_computed += n - int(decode)
+        try:
+            logits = self.runner.run(batch.seqs, batch.num_new_tokens, batch.copies, need)
+        except Exception as exc:   # a failed batch: retry each sequence alone, fail only the culprits
+            return self._run_one_by_one(batch, exc)
+        return self._postprocess(batch, need, logits)
+
+    def _run_one_by_one(self, batch, exc) -> list[RequestOutput]:
+        outputs = []
+        self.runner.copy_blocks(batch.copies)
+        for s, n in zip(batch.seqs, batch.num_new_tokens):
+            one = type(batch)(seqs=[s], num_new_tokens=[n])
+            need = [0] if s.num_computed_tokens + n == len(s) else []
+            try:
+                logits = self.runner.run([s], [n], (), need)
+            except Exception as e:  # noqa: BLE001 - the request fails, the engine goes on
+                outputs += self._fail(s, e)
+                continue
+            outputs += self._postprocess(one, need, logits)
+        return outputs
+
+    def _fail(self, seq: Sequence, exc: Exception) -> list[RequestOutput]:
+        self.metrics.requests_failed += 1
+        outs = []
+        for s in self.seqs_by_request.pop(seq.request_id, [seq]):
+            self.scheduler.finish(s, "error")
+            outs.append(RequestOutput(s.request_id, s.index, [], "", True, "error", s.num_prompt_tokens,
+                                      s.num_output_tokens, error=f"{type(exc).__name__}: {exc}"))
+        return outs
+
+    def _postprocess(self, batch, need: list[int], logits: torch.Tensor) -> list[RequestOutput]:
+        outputs: list[RequestOutput] = []
+        for seq, n in zip(batch.seqs, batch.num_new_tokens):
+            seq.num_computed_tokens += n
+            self.block_manager.commit(seq)
+        now = time.monotonic()
+        for row, i in enumerate(need):
+            seq = batch.seqs[i]
+            if seq.status != SequenceStatus.RUNNING:
+                continue
+            try:
+                family = [seq]
+                if seq.pending_fork:
+                    family += self._fork(seq)
+                for s in family:
+                    lg = logits[row]
+                    if s.params.logits_processor is not None:
+                        lg = s.params.logits_processor(s.token_ids, lg)
+                    token = sample_token(lg, s.params, s.generator)
+                    outputs.append(self._append_token(s, token, now))
+            except Exception as exc:  # noqa: BLE001 - this request fails alone
+                outputs += self._fail(seq, exc)
+        return outputs
+
+    def _fork(self, parent: Sequence) -> list[Sequence]:
+        """n > 1: the prompt was prefilled once; n − 1 children share its blocks (copy-on-write)."""
+        parent.pending_fork = False
+        children = []
+        at = self.scheduler.running.index(parent) + 1
+        for idx in range(1, parent.params.n):
+            child = parent.fork(idx)
+            self.block_manager.fork(parent, child)
+            self.scheduler.running.insert(at, child)
+            at += 1
+            children.append(child)
+        self.seqs_by_request[parent.request_id] += children
+        return children
+
+    def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
+        """Append a sampled token, apply the stop rules, emit the new text (holding back a
+        possible stop-string prefix), and free the sequence if it finished."""
+        # BEGIN SOLUTION hint: EOS / stop tokens → 'stop'; a stop string in the text → cut the text there, 'stop'; max_tokens or the context end → 'length'
+        p = seq.params
+        seq.token_ids.append(token)
+        self.metrics.generation_tokens += 1
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+            self.metrics.ttft.observe(now - seq.arrival_time)
+        reason = None
+        if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:
+            reason = "stop"
+        else:
+            seq.output_text += seq.decoder.add(token)
+            for stop in p.stop:
+                cut = seq.output_text.find(stop, max(0, len(seq.output_text) - len(stop) - 4))
+                if cut < 0:
+                    cut = seq.output_text.find(stop)
+                if cut >= 0:
+                    seq.output_text = seq.output_text[:cut]
+                    reason = "stop"
+                    break
+        if reason is None and (seq.num_output_tokens >= p.max_tokens
+                               or (not self.cfg.streaming and len(seq) >= self.max_model_len)):
+            reason = "length"
+            seq.output_text += seq.decoder.flush()
+        sent = getattr(seq, "text_sent", 0)
+        hold = 0 if reason else max((len(s) - 1 for s in p.stop), default=0)
+        upto = max(sent, len(seq.output_text) - hold)
+        delta = seq.output_text[sent:upto]
+        seq.text_sent = upto
+        if reason:
+            self._finish(seq, reason, now)
+        return RequestOutput(seq.request_id, seq.index, [token], delta, reason is not None, reason,
+                             seq.num_prompt_tokens, seq.num_output_tokens, seq.num_cached_tokens)
+        # END SOLUTION
+
+    def _finish(self, seq: Sequence, reason: str, now: float) -> None:
+        self.scheduler.finish(seq, reason)
+        if seq.num_output_tokens > 1 and seq.first_token_time is not None:
+            self.metrics.tpot.observe((now - seq.first_token_time) / (seq.num_output_tokens - 1))
+        family = self.seqs_by_request.get(seq.request_id, [])
+        if all(s.is_finished for s in family):
+            self.seqs_by_request.pop(seq.request_id, None)
+            self.metrics.requests_finished += 1
+
+    # ------------------------------------------------------------------ offline
+    def generate(self, prompts: list, params: SamplingParams | list[SamplingParams] | None = None,
+                 progress: bool = False) -> list[list[Completion]]:
+        """Run prompts to completion; returns, per prompt, its ``n`` choices."""
+        params_list = params if isinstance(params, list) else [params or SamplingParams()] * len(prompts)
+        rids = [self.add_request(p, sp) for p, sp in zip(prompts, params_list)]
+        tokens: dict[tuple[str, int], list[int]] = {}
+        texts: dict[tuple[str, int], str] = {}
+        reasons: dict[tuple[str, int], str] = {}
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(prompts), desc="generate", leave=False)
+        while self.has_unfinished():
+            for out in self.step():
+                key = (out.request_id, out.index)
+                tokens.setdefault(key, []).extend(out.new_token_ids)
+                texts[key] = texts.get(key, "") + out.new_text
+                if out.finished:
+                    reasons[key] = out.finish_reason
+                    if bar is not None and out.index == 0:
+                        bar.update(1)
+        if bar is not None:
+            bar.close()
+        result = []
+        for rid, p, sp in zip(rids, prompts, params_list):
+            n = sp.n if sp else 1
+            plen = len(self.tokenizer.encode(p)) if isinstance(p, str) else len(p)
+            result.append([Completion(rid, i, tokens.get((rid, i), []), texts.get((rid, i), ""),
+                                      reasons.get((rid, i), "error"), plen) for i in range(n)])
+        return result

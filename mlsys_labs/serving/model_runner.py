@@ -1,0 +1,83 @@
+"""The model runner: owns the KV cache tensors and turns a scheduled batch into one forward pass.
+
+It flattens the sequences' new tokens into ``input_ids [T]`` / ``positions [T]`` (no padding),
+maps every token to its cache slot through the block table, performs the step's
+copy-on-write block copies, runs the model and returns logits only for the sequences whose
+last new token needs a next token (finished prompts and decodes; a mid-prompt chunk does not).
+"""
+from __future__ import annotations
+
+import torch
+
+from .attention import AttentionMetadata
+from .model import LlamaForCausalLM
+from .sequence import Sequence
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, use_triton_decode: bool = False):
+        self.model = model
+        self.block_size = block_size
+        self.num_blocks = num_blocks
+        self.device = next(model.parameters()).device
+        self.kv_caches = model.allocate_kv_cache(num_blocks, block_size)
+        self.use_triton_decode = use_triton_decode
+
+    def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        bs = self.block_size
+        for src, dst in copies:
+            for kv in self.kv_caches:
+                kv[:, dst * bs:(dst + 1) * bs] = kv[:, src * bs:(src + 1) * bs]
+
+    def prepare(self, seqs: list[Sequence], num_new: list[int]):
+        """Flat input ids, positions and the :class:`AttentionMetadata` for one step."""
+        # BEGIN SOLUTION hint: per sequence, new tokens are token_ids[computed: computed+n] at positions computed..; context index = position - num_dropped_tokens; slot = table[c // bs]·bs + c % bs
+        bs = self.block_size
+        dev = self.device
+        ids, pos, q_lens, ctx_lens, ctx_start = [], [], [], [], []
+        for seq, n in zip(seqs, num_new):
+            c = seq.num_computed_tokens
+            ids.extend(seq.token_ids[c:c + n])
+            pos.extend(range(c, c + n))
+            q_lens.append(n)
+            ctx_lens.append(seq.context_len + n)
+            ctx_start.append(seq.context_len)
+        max_blocks = max(len(s.block_table) for s in seqs)
+        tables = torch.tensor([s.block_table + [0] * (max_blocks - len(s.block_table)) for s in seqs],
+                              dtype=torch.long)
+        q_lens_t = torch.tensor(q_lens)
+        ctx_lens_t = torch.tensor(ctx_lens)
+        B = len(seqs)
+        seq_of_token = torch.repeat_interleave(torch.arange(B), q_lens_t)
+        query_start = torch.zeros(B + 1, dtype=torch.long)
+        query_start[1:] = torch.cumsum(q_lens_t, 0)
+        ctx_idx = torch.tensor(ctx_start)[seq_of_token] + torch.arange(len(ids)) - query_start[:-1][seq_of_token]
+        slot_mapping = tables[seq_of_token, ctx_idx // bs] * bs + ctx_idx % bs
+        max_ctx = int(ctx_lens_t.max())
+        k_idx = torch.arange(max_ctx)
+        key_slots = tables[:, (k_idx // bs).clamp(max=max_blocks - 1)] * bs + k_idx % bs
+        key_slots = torch.where(k_idx[None, :] < ctx_lens_t[:, None], key_slots, 0)
+        meta = AttentionMetadata(query_start=query_start.to(dev), context_lens=ctx_lens_t.to(dev),
+                                 slot_mapping=slot_mapping.to(dev), key_slots=key_slots.to(dev),
+                                 block_tables=tables.to(dev), block_size=bs, max_query_len=max(q_lens),
+                                 use_triton_decode=self.use_triton_decode and max(q_lens) == 1)
+        return torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), meta
+        # END SOLUTION
+
+    @torch.inference_mode()
+    def run(self, seqs: list[Sequence], num_new: list[int], copies=(), logits_rows: list[int] | None = None):
+        """Forward the step; return logits ``[len(logits_rows), V]`` for the listed sequence indices
+        (default: every sequence), taken at each one's last new token."""
+        self.copy_blocks(list(copies))
+        input_ids, positions, meta = self.prepare(seqs, num_new)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        rows = range(len(seqs)) if logits_rows is None else logits_rows
+        last = meta.query_start[1:] - 1
+        return self.model.compute_logits(hidden[last[list(rows)]])
+
+    @torch.inference_mode()
+    def run_all_logits(self, seqs: list[Sequence], num_new: list[int]) -> torch.Tensor:
+        """Logits at every new token (speculative verification, teacher forcing): ``[T, V]``."""
+        input_ids, positions, meta = self.prepare(seqs, num_new)
+        hidden = self.model(input_ids, positions, self.kv_caches, meta)
+        return self.model.compute_logits(hidden)
