@@ -1,0 +1,93 @@
+"""The shared infrastructure: tolerance policy, seeds, figures, results and the report."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mlsys_labs.common import bench, tolerance
+from mlsys_labs.common.rng import derive_seed
+
+
+def test_assert_close_accepts_within_and_rejects_beyond_policy(rng):
+    ref = rng.standard_normal((17, 5))
+    tolerance.assert_close(ref.astype(np.float32), ref)  # float32 rounding is within 1e-5
+    bad = ref.astype(np.float32).copy()
+    bad[3, 2] += 1e-2
+    with pytest.raises(AssertionError, match=r"1 of 85 elements differ.*worst at \(3, 2\)"):
+        tolerance.assert_close(bad, ref)
+
+
+def test_assert_close_torch_dtypes_and_integers(rng):
+    ref = rng.standard_normal(64)
+    tolerance.assert_close(torch.tensor(ref, dtype=torch.bfloat16), ref)
+    with pytest.raises(AssertionError):
+        tolerance.assert_close(torch.tensor(ref, dtype=torch.bfloat16), ref, dtype=torch.float32)
+    ints = rng.integers(-100, 100, 32)
+    tolerance.assert_close(ints.astype(np.int32), ints)
+    off = ints.copy()
+    off[0] += 1
+    with pytest.raises(AssertionError, match="int64 tolerance"):
+        tolerance.assert_close(off, ints)
+
+
+def test_poison_shows_unwritten_elements(rng):
+    ref = rng.standard_normal((4, 4))
+    out = tolerance.poison_like(ref)
+    out[:, :3] = ref[:, :3]
+    with pytest.raises(AssertionError, match="4 of 16 elements are NaN"):
+        tolerance.assert_close(out, ref)
+    assert torch.isnan(tolerance.poison_like(torch.zeros(3))).all()
+    assert (tolerance.poison_like(np.zeros(3, np.int32)) == np.iinfo(np.int32).min).all()
+
+
+def test_shape_mismatch_and_unknown_dtype():
+    with pytest.raises(AssertionError, match="shape"):
+        tolerance.assert_close(np.zeros(3), np.zeros(4))
+    with pytest.raises(KeyError, match="no tolerance policy"):
+        tolerance.tolerance("complex256")
+
+
+def test_derived_seeds_are_stable_and_distinct():
+    assert derive_seed(1, "a") == derive_seed(1, "a")
+    assert len({derive_seed(1, "a"), derive_seed(1, "b"), derive_seed(2, "a")}) == 3
+
+
+@pytest.mark.parametrize("target, value, passed", [("<= 1.5", 1.2, True), ("<= 1.5", 1.6, False),
+                                                   (">= 0.6", 0.61, True), (">= 0.6", 0.3, False)])
+def test_figure_verdicts(target, value, passed):
+    assert bench.Figure(lab=1, name="x", value=value, target=target).passed is passed
+
+
+def test_bad_target_rejected():
+    with pytest.raises(ValueError, match="target must look like"):
+        bench.record_figure(lab=1, name="x", value=1.0, target="about 2")
+
+
+def test_compare_times_both_and_ratio():
+    import time
+
+    cmp = bench.compare(lambda: time.sleep(0.004), lambda: time.sleep(0.002), repeats=3, warmup=0)
+    assert len(cmp.ours.times) == len(cmp.peer.times) == 3
+    assert cmp.ratio == pytest.approx(cmp.ours.median / cmp.peer.median)
+
+
+def test_record_figure_results_file_and_report(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLSYS_LABS_HOME", str(tmp_path))
+    bench.record_figure(lab=2, name="packed / BLAS", value=0.7, unit="x", target=">= 0.6", peer="BLAS")
+    bench.record_figure(lab=2, name="packed / BLAS", value=0.5, unit="x", target=">= 0.6", peer="BLAS")
+    bench.record_figure(lab=2, name="threads speed-up", value=1.8, unit="x", target=">= 1.6")
+    path = bench.results_path()
+    data = json.loads(path.read_text())
+    assert path.parent == tmp_path / "benchmarks" / "results"
+    assert data["machine"]["cores"] >= 1 and "cpu" in data["machine"]
+    figs = {f.name: f for f in bench.figures_for(2)}
+    assert figs["packed / BLAS"].value == 0.5 and figs["packed / BLAS"].passed is False
+    from mlsys_labs.common.report import write_report
+
+    written = write_report()
+    md = (tmp_path / "reports" / "benchmarks.md").read_text()
+    assert "packed / BLAS" in md and "short" in md and "pass" in md
+    assert any(p.suffix == ".png" and p.stat().st_size > 1000 for p in written)
