@@ -1,0 +1,222 @@
+"""The roofline: measured ceilings, each variant's arithmetic intensity, one plot.
+
+Williams, Waterman & Patterson, "Roofline: An Insightful Visual Performance Model for
+Multicore Architectures" (CACM 2009): attainable FLOP/s = min(peak FLOP/s,
+arithmetic intensity x memory bandwidth), where arithmetic intensity I = flops / bytes
+moved between the cache and memory.  Both ceilings are measured here, not read from
+``/proc/cpuinfo`` (a VM reports clocks and cache sizes it does not have):
+
+- peak FLOP/s: the packed micro-kernel looping on L1-resident panels (compute-bound by
+  construction: no cache misses, only loads from L1 and fused multiply-adds), with a
+  large BLAS matmul as the check;
+- bandwidth: McCalpin's STREAM triad ``a[i] = b[i] + s * c[i]`` on arrays far larger
+  than the last-level cache, counted as STREAM counts it (3 x 8 bytes per element).
+
+The cost model (:func:`bytes_moved`) gives each step's traffic to memory for n x n x n:
+
+    naive i-j-k  every B[k, j] is a new line (stride n):  ~ n^3 lines        I ~ 2 / line
+    i-k-j        B streamed once per row of A:            ~ n^3 s bytes      I ~ 2 / s
+    blocked T    each T x T tile of B reused T times:     ~ 2 n^3 s / T      I ~ T / s
+    packed       (Goto): A read n/NC times, B once, C read and written k/KC times
+                 bytes = s (m k ceil(n/NC) + k n + 2 m n ceil(k/KC))
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from mlsys_labs.common.bench import machine_slug
+from mlsys_labs.common.paths import state_dir
+
+from .blocked import L2_BYTES, tile_sizes
+from .packed import DEFAULT_CONFIG, BlockConfig, micro_kernel_4x4
+
+LINE_BYTES = 64
+
+
+# ------------------------------------------------------------------------------ compute peak
+@njit(cache=True, fastmath=True)
+def l1_peak_kernel(reps, kc, a_sliver, b_sliver, tile):
+    """Run the 4 x 4 micro-kernel ``reps`` times on the same L1-resident slivers."""
+    total = tile.dtype.type(0)
+    for _ in range(reps):
+        micro_kernel_4x4(kc, a_sliver, b_sliver, tile)
+        total += tile[0, 0]
+    return total
+
+
+@njit(cache=True, parallel=True)
+def l1_peak_parallel(reps, kc, a_slivers, b_slivers, tiles):
+    """One copy of :func:`l1_peak_kernel` per thread (each on its own slivers)."""
+    n = a_slivers.shape[0]
+    totals = np.zeros(n)
+    for t in prange(n):
+        totals[t] = l1_peak_kernel(reps, kc, a_slivers[t], b_slivers[t], tiles[t])
+    return totals
+
+
+def peak_flops(dtype=np.float32, threads: int = 1, kc: int = 256, seconds: float = 0.2) -> float:
+    """FLOP/s of the micro-kernel on L1-resident panels, on ``threads`` threads."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((threads, 4 * kc)).astype(dtype)
+    b = rng.standard_normal((threads, 4 * kc)).astype(dtype)
+    tiles = np.zeros((threads, 4, 4), dtype=dtype)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        l1_peak_parallel(10, kc, a, b, tiles)                              # compile, warm
+        reps = 1000
+        while True:
+            t0 = time.perf_counter()
+            l1_peak_parallel(reps, kc, a, b, tiles)
+            dt = time.perf_counter() - t0
+            if dt > seconds / 3 or reps > 10**8:
+                break
+            reps *= 4
+        best = dt
+        for _ in range(2):
+            t0 = time.perf_counter()
+            l1_peak_parallel(reps, kc, a, b, tiles)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        numba.set_num_threads(previous)
+    return threads * reps * 2.0 * 16 * kc / best
+
+
+def blas_flops(dtype=np.float32, threads: int = 1, n: int = 1536, repeats: int = 3) -> float:
+    """FLOP/s of numpy's BLAS on an n^3 matmul, pinned to ``threads`` threads (the check)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    with threadpool_limits(limits=threads):
+        a @ b
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+# ------------------------------------------------------------------------------ bandwidth
+@njit(cache=True, parallel=True)
+def stream_triad(a, b, c, scalar, reps):
+    """STREAM triad, ``reps`` times: a = b + scalar * c."""
+    for _ in range(reps):
+        for i in prange(a.shape[0]):
+            a[i] = b[i] + scalar * c[i]
+
+
+def triad_bandwidth(n_elements: int = 16 * 2**20, threads: int = 1, repeats: int = 3) -> float:
+    """Bytes/s of the STREAM triad on float64 arrays of ``n_elements`` (3 x 8 bytes each)."""
+    # BEGIN SOLUTION hint: three float64 arrays; warm up once; time stream_triad (best of repeats); bytes = 3 * 8 * n per sweep
+    a = np.zeros(n_elements)
+    b = np.full(n_elements, 1.0)
+    c = np.full(n_elements, 2.0)
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        stream_triad(a, b, c, 3.0, 1)
+        best = math.inf
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            stream_triad(a, b, c, 3.0, 1)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        numba.set_num_threads(previous)
+    return 3 * 8 * n_elements / best
+    # END SOLUTION
+
+
+def measure_ceilings(threads: int = 1, refresh: bool = False, quick: bool = False) -> dict:
+    """Peak FLOP/s (fp32, fp64; ours and BLAS) and triad bandwidth, cached per machine
+    and thread count in ``.mlsys/lab2/ceilings.json``.  ``quick`` shrinks the runs (tests)."""
+    path = state_dir("lab2") / "ceilings.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    key = f"{machine_slug()}/threads={threads}"
+    if refresh or key not in cache or quick:
+        seconds, n_blas, n_triad = (0.02, 256, 2**20) if quick else (0.2, 1536, 16 * 2**20)
+        entry = {
+            "peak_flops_fp32": peak_flops(np.float32, threads, seconds=seconds),
+            "peak_flops_fp64": peak_flops(np.float64, threads, seconds=seconds),
+            "blas_flops_fp32": blas_flops(np.float32, threads, n=n_blas),
+            "blas_flops_fp64": blas_flops(np.float64, threads, n=n_blas),
+            "bandwidth_bytes": triad_bandwidth(n_triad, threads),
+            "threads": threads,
+        }
+        if quick:
+            return entry
+        cache[key] = entry
+        path.write_text(json.dumps(cache, indent=1))
+    return cache[key]
+
+
+# ------------------------------------------------------------------------------ cost model
+def flops(m: int, n: int, k: int) -> float:
+    """2 m n k: one multiply and one add per term."""
+    return 2.0 * m * n * k
+
+
+def bytes_moved(variant: str, m: int, n: int, k: int, itemsize: int,
+                config: BlockConfig | None = None, cache_bytes: int = L2_BYTES) -> float:
+    """Modelled bytes between memory and a cache of ``cache_bytes`` for one C = A B.
+
+    Never below the compulsory traffic s (m k + k n + m n); see the module docstring.
+    """
+    s = itemsize
+    compulsory = s * (m * k + k * n + m * n)
+    fits = compulsory <= cache_bytes
+    if variant == "naive":
+        traffic = compulsory if fits else m * n * k * LINE_BYTES + s * (m * k + m * n)
+    elif variant == "loop_order":
+        traffic = compulsory if fits else s * (m * k * n + m * k + 2 * m * n)
+    elif variant == "blocked":
+        tb_m, tb_k, tb_n = tile_sizes(s)
+        # B tile reused by TB_M rows; A re-read once per column tile; C read+written per k tile
+        traffic = s * (k * n * math.ceil(m / tb_m) + m * k * math.ceil(n / tb_n) + 2 * m * n * math.ceil(k / tb_k))
+    elif variant in ("packed", "threaded"):
+        cfg = config or DEFAULT_CONFIG
+        traffic = s * (m * k * math.ceil(n / cfg.nc) + k * n + 2 * m * n * math.ceil(k / cfg.kc))
+    elif variant == "blas":
+        traffic = compulsory
+    else:
+        raise ValueError(f"unknown variant {variant!r}")
+    return float(max(traffic, compulsory))
+
+
+def arithmetic_intensity(variant: str, m: int, n: int, k: int, itemsize: int, **kw) -> float:
+    """flops / modelled bytes moved (FLOP/byte)."""
+    return flops(m, n, k) / bytes_moved(variant, m, n, k, itemsize, **kw)
+
+
+# ------------------------------------------------------------------------------ the plot
+def plot_roofline(points: list[dict], ceilings: dict, path, dtype: str = "fp32", title: str | None = None):
+    """Save a log-log roofline: the bandwidth slope, the compute roof(s) and one dot per
+    point ``{'label', 'intensity', 'gflops'}``.  Returns the path."""
+    from mlsys_labs.common.plotting import figure, save
+
+    peak = ceilings[f"peak_flops_{dtype}"] / 1e9
+    blas = ceilings.get(f"blas_flops_{dtype}", 0) / 1e9
+    bw = ceilings["bandwidth_bytes"] / 1e9
+    xs = np.logspace(-2.5, 3, 200)
+    fig, ax = figure(7.0, 4.6)
+    ax.loglog(xs, np.minimum(peak, bw * xs), "k-", lw=2,
+              label=f"roofline: triad {bw:.1f} GB/s, micro-kernel peak {peak:.0f} GFLOP/s")
+    if blas:
+        ax.axhline(blas, color="gray", ls="--", lw=1, label=f"BLAS large-n matmul {blas:.0f} GFLOP/s (check)")
+    ax.axvline(peak / bw, color="gray", ls=":", lw=1)
+    for i, p in enumerate(points):
+        ax.plot(p["intensity"], p["gflops"], "o", ms=8, color=f"C{i}", label=f"{p['label']}: {p['gflops']:.1f} GFLOP/s")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte moved to memory, modelled)")
+    ax.set_ylabel("GFLOP/s")
+    ax.set_title(title or f"Roofline ({dtype}, {ceilings.get('threads', 1)} thread(s))")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(True, which="both", alpha=0.3)
+    return save(fig, path)
