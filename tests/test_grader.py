@@ -112,3 +112,17 @@ def test_cli_grade_writes_results(toy_repo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["score"] == 10
     assert out.with_suffix(".md").exists()
+
+
+def test_require_gpu_turns_gpu_skips_into_failures(toy_repo):
+    from mlsys_labs.common import device
+
+    if device.has_cuda():
+        pytest.skip("a GPU is present: the gpu test runs for real")
+    test = toy_repo / "labs" / "batch1" / "test_toy.py"
+    plain = subprocess.run([sys.executable, "-m", "pytest", f"{test}::test_needs_gpu", "-q", "-p", "no:cacheprovider"],
+                           capture_output=True, text=True, cwd=toy_repo)
+    assert plain.returncode == 0 and "1 skipped" in plain.stdout
+    strict = subprocess.run([sys.executable, "-m", "pytest", f"{test}::test_needs_gpu", "-q", "--require-gpu",
+                             "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=toy_repo)
+    assert strict.returncode == 1 and "1 error" in strict.stdout and "--require-gpu was given" in strict.stdout

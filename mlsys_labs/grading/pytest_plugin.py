@@ -115,7 +115,6 @@ def pytest_collection_modifyitems(session, config, items):
         for item in items:
             if item.get_closest_marker("gpu"):
                 if require:
-                    item.add_marker(pytest.mark.xfail(reason="--require-gpu: no CUDA GPU", run=False, strict=True))
                     item.user_properties.append(("require_gpu_missing", True))
                 else:
                     item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none here)"))
