@@ -167,6 +167,15 @@ def cmd_gpu_check(args) -> int:
     rc_tests = subprocess.run([sys.executable, "-m", "pytest", "labs", "-m", "gpu", "--require-gpu", "-q"], cwd=root).returncode
     rc_bench = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-m", "gpu", "--benchmark-only", "-q"],
                               cwd=root).returncode
+    from .common.bench import figures_for, format_figures, load_results, machine_name, results_path
+
+    data = load_results()
+    table = [f"# GPU check on {machine_name(data['machine'])}", ""]
+    for lab in sorted(data.get("labs", {}), key=int):
+        table += [f"## Lab {lab}", "", format_figures(figures_for(int(lab))), ""]
+    md = results_path().with_suffix(".md")
+    md.write_text("\n".join(table) + "\n")
+    print(md)
     for p in write_report():
         print(p)
     return 0 if rc_tests in (0, 5) and rc_bench in (0, 5) else 1
