@@ -1,0 +1,418 @@
+"""The graded checks that run *inside* ``mpiexec -n p``: each family of collectives
+against MPI's own, many cases per launch (process start-up dominates on 2 cores).
+
+    mpiexec -n 4 python labs/batch3/mpi_checks.py RESULTS.jsonl SEED allreduce,bcast,...
+
+Every rank runs the same cases in the same order on a fresh duplicate of
+COMM_WORLD per family.  After each case the ranks agree (a non-blocking MPI allreduce
+with a deadline) on whether all of them passed; a failure ends that family and is
+reported with each rank's error; a rank that gets no answer within the deadline (some
+rank is stuck waiting for a message — a deadlock) aborts the launch, and the test
+harness (conftest.py) relaunches the families not yet checked.  Rank 0 appends one JSON
+line per family start and end to RESULTS.jsonl.
+
+Integers must match bit for bit; floats within the tolerance policy
+(float64 rtol 1e-12, float32 1e-5), since MPI may combine in another order.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+import zlib
+
+import numpy as np
+from mpi4py import MPI
+
+import mlsys_labs.collectives as C
+from mlsys_labs.common.tolerance import assert_close, poison_like
+
+CASE_DEADLINE_S = 20.0
+MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+OP_NAMES = ("sum", "prod", "max", "min")
+
+
+# ------------------------------------------------------------------------------- data
+def values(rng, shape, dtype: str, op: str) -> np.ndarray:
+    """Random inputs that cannot overflow under ``op`` on up to 5 ranks (never all zeros)."""
+    if dtype.startswith("int"):
+        lo, hi = {"sum": (-1000, 1000), "prod": (-3, 4), "max": (-10**6, 10**6), "min": (-10**6, 10**6)}[op]
+        return rng.integers(lo, hi, size=shape).astype(dtype)
+    if op == "prod":
+        return (rng.uniform(0.5, 1.5, size=shape) * rng.choice([-1.0, 1.0], size=shape)).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def shapes(p: int) -> list[tuple[int, ...]]:
+    """Counts 0, fewer than p, not divisible by p, a larger one, and a 2-D buffer."""
+    counts = sorted({0, max(1, p - 1), 2 * p + 1, 37})
+    return [(c,) for c in counts] + [(3, 4)]
+
+
+def combos(p: int):
+    """(index, shape, dtype, op): every dtype meets every op once across the shapes."""
+    k = 0
+    for i, shape in enumerate(shapes(p)):
+        for j, dtype in enumerate(C.DTYPES):
+            yield k, shape, dtype, OP_NAMES[(i + j) % 4]
+            k += 1
+
+
+def same(got, ref, what: str) -> None:
+    if got is None or ref is None or np.shape(got) != np.shape(ref):
+        raise AssertionError(f"{what}: got shape {np.shape(got) if got is not None else None}, "
+                             f"expected {np.shape(ref)}")
+    if np.asarray(got).dtype != np.asarray(ref).dtype:
+        raise AssertionError(f"{what}: dtype {np.asarray(got).dtype}, expected {np.asarray(ref).dtype}")
+    assert_close(got, ref, dtype=str(np.asarray(ref).dtype), what=what)
+
+
+# ----------------------------------------------------------------------------- checks
+def check_barrier(comm, rng):
+    """One rank (a different one each round) arrives 20 ms late: nobody may leave first."""
+    p, rank = comm.Get_size(), comm.Get_rank()
+    for round_ in range(6):
+        late = int(rng.integers(p))  # the same on every rank (shared seed)
+        times = {}
+
+        def enter(late=late, times=times):
+            if rank == late:
+                time.sleep(0.02)
+            times["in"] = time.monotonic()  # one clock for all processes of a machine
+            C.barrier(comm)
+            times["out"] = time.monotonic()
+
+        def verdict(late=late, times=times):
+            everyone = comm.allgather((times["in"], times["out"]))
+            last_in = max(t for t, _ in everyone)
+            first = min(range(p), key=lambda r: everyone[r][1])
+            if everyone[first][1] < last_in:
+                raise AssertionError(f"rank {first} left the barrier {1e3 * (last_in - everyone[first][1]):.1f} ms "
+                                     f"before rank {late} arrived")
+        yield f"barrier round {round_} (rank {late} arrives late)", enter
+        yield f"barrier round {round_}: nobody leaves before the last rank arrives", verdict
+
+
+def check_bcast(comm, rng):
+    p, rank = comm.Get_size(), comm.Get_rank()
+    for k, shape, dtype, _ in combos(p):
+        root = k % p
+        data = values(rng, shape, dtype, "sum")
+        for algorithm in C.ALGORITHMS["bcast"]:
+            def case(data=data, root=root, algorithm=algorithm, shape=shape, dtype=dtype):
+                ref = data.copy()
+                comm.Bcast(ref, root=root)
+                buf = data.copy() if rank == root else poison_like(data)
+                out = C.bcast(comm, buf, root=root, algorithm=algorithm)
+                same(buf, ref, f"bcast {algorithm} {dtype}{list(shape)} root={root}")
+                if out is not None and out is not buf:
+                    same(out, ref, "bcast return value")
+            yield f"bcast {algorithm} {dtype}{list(shape)} root={root}", case
+
+
+def check_reduce(comm, rng):
+    p, rank = comm.Get_size(), comm.Get_rank()
+    for k, shape, dtype, op in combos(p):
+        root = (k * 3) % p
+        data = values(rng, shape, dtype, op)
+
+        def case(data=data, root=root, op=op, shape=shape, dtype=dtype):
+            ref = np.empty_like(data)
+            comm.Reduce(data, ref, op=MPI_OPS[op], root=root)
+            before = data.copy()
+            got = C.reduce(comm, data, op=op, root=root)
+            what = f"reduce {op} {dtype}{list(shape)} root={root}"
+            if rank == root:
+                same(got, ref, what)
+            elif got is not None:
+                raise AssertionError(f"{what}: non-root rank {rank} should get None, got {type(got).__name__}")
+            same(data, before, f"{what}: input buffer must be left unchanged")
+        yield f"reduce {op} {dtype}{list(shape)} root={root}", case
+
+
+def check_allreduce(comm, rng):
+    for _, shape, dtype, op in combos(comm.Get_size()):
+        data = values(rng, shape, dtype, op)
+        for algorithm in C.ALGORITHMS["allreduce"]:
+            def case(data=data, op=op, algorithm=algorithm, shape=shape, dtype=dtype):
+                ref = np.empty_like(data)
+                comm.Allreduce(data, ref, op=MPI_OPS[op])
+                before = data.copy()
+                got = C.allreduce(comm, data, op=op, algorithm=algorithm)
+                same(got, ref, f"allreduce {algorithm} {op} {dtype}{list(shape)}")
+                same(data, before, f"allreduce {algorithm}: input buffer must be left unchanged")
+            yield f"allreduce {algorithm} {op} {dtype}{list(shape)}", case
+
+
+def check_reduce_scatter(comm, rng):
+    p, rank = comm.Get_size(), comm.Get_rank()
+    for _, shape, dtype, op in combos(p):
+        data = values(rng, shape, dtype, op)
+        counts = C.block_counts(data.size, p)
+        for algorithm in C.ALGORITHMS["reduce_scatter"]:
+            def case(data=data, op=op, algorithm=algorithm, shape=shape, dtype=dtype, counts=counts):
+                ref = np.empty(counts[rank], dtype=data.dtype)
+                comm.Reduce_scatter(data, ref, recvcounts=counts, op=MPI_OPS[op])
+                got = C.reduce_scatter(comm, data, op=op, algorithm=algorithm)
+                same(None if got is None else np.asarray(got).reshape(-1), ref,
+                     f"reduce_scatter {algorithm} {op} {dtype}{list(shape)} (block {rank} of {counts})")
+            yield f"reduce_scatter {algorithm} {op} {dtype}{list(shape)}", case
+
+
+def check_allgather(comm, rng):
+    p = comm.Get_size()
+    for _, shape, dtype, _ in combos(p):
+        data = values(rng, shape, dtype, "max")
+        for algorithm in C.ALGORITHMS["allgather"]:
+            def case(data=data, algorithm=algorithm, shape=shape, dtype=dtype):
+                ref = np.empty((p,) + data.shape, dtype=data.dtype)
+                comm.Allgather(data, ref)
+                same(C.allgather(comm, data, algorithm=algorithm), ref,
+                     f"allgather {algorithm} {dtype}{list(shape)}")
+            yield f"allgather {algorithm} {dtype}{list(shape)}", case
+
+
+def check_alltoall(comm, rng):
+    p = comm.Get_size()
+    for _, shape, dtype, _ in combos(p):
+        data = values(rng, (p,) + shape, dtype, "min")
+
+        def case(data=data, shape=shape, dtype=dtype):
+            ref = np.empty_like(data)
+            comm.Alltoall(data, ref)
+            same(C.alltoall(comm, data), ref, f"alltoall pairwise {dtype}{list((p,) + shape)}")
+        yield f"alltoall {dtype}{list((p,) + shape)}", case
+
+
+def check_validation(comm, rng):
+    """Mismatched calls raise CollectiveArgumentError on every rank; afterwards the
+    communicator still works (no stray messages)."""
+    p, rank = comm.Get_size(), comm.Get_rank()
+    x = values(rng, (6,), "float64", "sum")
+
+    def expect(call, *words):
+        def case():
+            try:
+                call()
+            except C.CollectiveArgumentError as e:
+                text = str(e).lower()
+                missing = [w for w in words if w not in text]
+                if missing:
+                    raise AssertionError(f"the error should mention {missing}: {e}") from None
+                return
+            raise AssertionError("no CollectiveArgumentError raised on this rank")
+        return case
+
+    if p > 1:
+        y = x[:5] if rank == 0 else x
+        yield "allreduce, rank 0 passes 5 elements, the others 6", expect(lambda: C.allreduce(comm, y), "shape")
+        z = x.astype(np.float32) if rank == p - 1 else x
+        yield "allgather, the last rank passes float32", expect(lambda: C.allgather(comm, z), "dtype")
+        alg = "ring" if rank == 0 else "recursive_doubling"
+        yield "allreduce, ranks pass different algorithms", expect(
+            lambda: C.allreduce(comm, x, algorithm=alg), "algorithm")
+        root = 0 if rank == 0 else p - 1
+        yield "bcast, ranks name different roots", expect(lambda: C.bcast(comm, x.copy(), root=root), "root")
+    yield "bcast, root out of range", expect(lambda: C.bcast(comm, x.copy(), root=p), "root")
+    yield "reduce, negative root", expect(lambda: C.reduce(comm, x, root=-1), "root")
+    yield "allreduce, unknown algorithm", expect(lambda: C.allreduce(comm, x, algorithm="butterfly"), "algorithm")
+    yield "reduce_scatter, unknown op", expect(lambda: C.reduce_scatter(comm, x, op="avg"), "op")
+    yield "alltoall, first dimension is not p", expect(
+        lambda: C.alltoall(comm, np.zeros((p + 1, 2))), "shape")
+    yield "allgather, unsupported dtype", expect(lambda: C.allgather(comm, x.astype(np.int16)), "dtype")
+
+    def still_works():
+        ref = np.empty_like(x)
+        comm.Allreduce(x, ref, op=MPI.SUM)
+        for algorithm in C.ALGORITHMS["allreduce"]:
+            same(C.allreduce(comm, x, algorithm=algorithm), ref, f"allreduce {algorithm} after the errors")
+    yield "a well-formed call after the errors still gives the right answer", still_works
+
+
+class CountingComm:
+    """Forwards to a communicator, counting the point-to-point messages and bytes this
+    rank sends and receives (the collectives use only Send/Recv/Sendrecv/Isend/Irecv)."""
+
+    def __init__(self, comm):
+        self._comm = comm
+        self.sent = self.received = 0
+        self.bytes_sent = self.bytes_received = 0
+
+    def __getattr__(self, name):
+        return getattr(self._comm, name)
+
+    @staticmethod
+    def _nbytes(buf) -> int:
+        if isinstance(buf, (list, tuple)):
+            buf = buf[0]
+        return memoryview(buf).nbytes
+
+    def _out(self, buf):
+        self.sent += 1
+        self.bytes_sent += self._nbytes(buf)
+
+    def _in(self, buf):
+        self.received += 1
+        self.bytes_received += self._nbytes(buf)
+
+    def Send(self, buf, *args, **kw):
+        self._out(buf)
+        return self._comm.Send(buf, *args, **kw)
+
+    def Isend(self, buf, *args, **kw):
+        self._out(buf)
+        return self._comm.Isend(buf, *args, **kw)
+
+    def Recv(self, buf, *args, **kw):
+        self._in(buf)
+        return self._comm.Recv(buf, *args, **kw)
+
+    def Irecv(self, buf, *args, **kw):
+        self._in(buf)
+        return self._comm.Irecv(buf, *args, **kw)
+
+    def Sendrecv(self, sendbuf, *args, **kw):
+        self._out(sendbuf)
+        recvbuf = kw["recvbuf"] if "recvbuf" in kw else args[2]
+        self._in(recvbuf)
+        return self._comm.Sendrecv(sendbuf, *args, **kw)
+
+
+def check_message_counts(comm, rng):
+    """The implementation matches its cost formula: the busiest rank's messages equal the
+    α coefficient and its bytes the β coefficient (n divisible by p; fold algorithms only
+    at powers of two, where the formulas count the critical path exactly)."""
+    p = comm.Get_size()
+    pow2 = p & (p - 1) == 0
+    m = 12 * p  # elements per rank, divisible by p
+    x = values(rng, (m,), "float64", "sum")
+    calls = [
+        ("barrier", "dissemination", 0, lambda c: C.barrier(c, check=False)),
+        ("bcast", "binomial", x.nbytes, lambda c: C.bcast(c, x.copy(), algorithm="binomial", check=False)),
+        ("bcast", "scatter_allgather", x.nbytes,
+         lambda c: C.bcast(c, x.copy(), algorithm="scatter_allgather", check=False)),
+        ("reduce", "binomial", x.nbytes, lambda c: C.reduce(c, x, check=False)),
+        ("allreduce", "ring", x.nbytes, lambda c: C.allreduce(c, x, algorithm="ring", check=False)),
+        ("reduce_scatter", "ring", x.nbytes, lambda c: C.reduce_scatter(c, x, algorithm="ring", check=False)),
+        ("allgather", "ring", p * x.nbytes, lambda c: C.allgather(c, x, algorithm="ring", check=False)),
+        ("allgather", "bruck", p * x.nbytes, lambda c: C.allgather(c, x, algorithm="bruck", check=False)),
+        ("alltoall", "pairwise", x.nbytes, lambda c: C.alltoall(c, x.reshape(p, -1), check=False)),
+    ]
+    if pow2:
+        calls += [
+            ("allreduce", "recursive_doubling", x.nbytes,
+             lambda c: C.allreduce(c, x, algorithm="recursive_doubling", check=False)),
+            ("allreduce", "rabenseifner", x.nbytes,
+             lambda c: C.allreduce(c, x, algorithm="rabenseifner", check=False)),
+            ("reduce_scatter", "recursive_halving", x.nbytes,
+             lambda c: C.reduce_scatter(c, x, algorithm="recursive_halving", check=False)),
+            ("allgather", "recursive_doubling", p * x.nbytes,
+             lambda c: C.allgather(c, x, algorithm="recursive_doubling", check=False)),
+        ]
+    for collective, algorithm, nbytes, call in calls:
+        def case(collective=collective, algorithm=algorithm, nbytes=nbytes, call=call):
+            counter = CountingComm(comm)
+            call(counter)
+            mine = (max(counter.sent, counter.received), max(counter.bytes_sent, counter.bytes_received))
+            busiest = max(comm.allgather(mine))
+            latencies, sent, _ = C.terms(collective, algorithm, nbytes, p)
+            if busiest[0] != round(latencies) or busiest[1] != round(sent):
+                raise AssertionError(
+                    f"{collective} {algorithm}, n={nbytes} B, p={p}: the busiest rank has {busiest[0]} messages / "
+                    f"{busiest[1]} bytes, the cost formula says {latencies:g} latencies / {sent:g} bytes")
+        yield f"message counts of {collective} {algorithm}", case
+
+
+def check_allreduce_auto(comm, rng):
+    p = comm.Get_size()
+    for _, shape, dtype, op in combos(p):
+        data = values(rng, shape, dtype, op)
+        for params in (C.CostParams(1e-5, 0.0, 0.0), C.CostParams(0.0, 1e-9, 1e-9), None):
+            def case(data=data, op=op, params=params, shape=shape, dtype=dtype):
+                ref = np.empty_like(data)
+                comm.Allreduce(data, ref, op=MPI_OPS[op])
+                same(C.allreduce(comm, data, op=op, algorithm="auto", params=params), ref,
+                     f"allreduce auto (params {params}) {op} {dtype}{list(shape)}")
+            yield f"allreduce auto {op} {dtype}{list(shape)} params={params}", case
+
+
+FAMILIES = {
+    "barrier": check_barrier,
+    "bcast": check_bcast,
+    "reduce": check_reduce,
+    "allreduce": check_allreduce,
+    "reduce_scatter": check_reduce_scatter,
+    "allgather": check_allgather,
+    "alltoall": check_alltoall,
+    "validation": check_validation,
+    "message_counts": check_message_counts,
+    "allreduce_auto": check_allreduce_auto,
+}
+
+
+# ------------------------------------------------------------------------------ driver
+def agree(comm, ok: bool, label: str) -> bool:
+    """True when every rank passed; abort the launch when some rank never answers."""
+    send, recv = np.array([int(ok)], np.int32), np.zeros(1, np.int32)
+    req = comm.Iallreduce(send, recv, op=MPI.MIN)
+    deadline = time.monotonic() + CASE_DEADLINE_S
+    while not req.Test():
+        if time.monotonic() > deadline:
+            sys.stderr.write(
+                f"[rank {comm.Get_rank()}] {label}: no word from some rank for {CASE_DEADLINE_S:.0f} s after this "
+                "case — a deadlock (a rank waits for a message that is never sent, or the ranks made "
+                "different calls); aborting\n")
+            sys.stderr.flush()
+            MPI.COMM_WORLD.Abort(3)
+        time.sleep(0.0002)
+    return bool(recv[0])
+
+
+def run_family(world, name: str, seed: int) -> dict:
+    comm = world.Dup()
+    rank = comm.Get_rank()
+    # inputs differ per rank; the rank-independent choices (late ranks) come from `shared`
+    shared = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    per_rank = np.random.default_rng([seed, zlib.crc32(name.encode()), rank + 1])
+    rng = per_rank if name != "barrier" else shared
+    cases, failures = 0, []
+    for label, case in FAMILIES[name](comm, rng):
+        error = None
+        try:
+            case()
+        except Exception as e:  # noqa: BLE001 — every failure is reported, with its rank
+            error = f"{label}: {type(e).__name__}: {e}"
+            sys.stderr.write(f"[rank {rank}] {name} / {label}:\n{traceback.format_exc()}\n")
+            sys.stderr.flush()
+        cases += 1
+        if not agree(comm, error is None, f"{name} / {label}"):
+            failures = [f"rank {r}: {msg}" for r, msg in enumerate(comm.allgather(error)) if msg]
+            break
+    comm.Barrier()
+    comm.Free()
+    return {"family": name, "event": "end", "cases": cases, "failures": failures, "p": world.Get_size()}
+
+
+def main(argv: list[str]) -> int:
+    results_path, seed, names = argv[0], int(argv[1]), argv[2].split(",")
+    world = MPI.COMM_WORLD
+    for name in names:
+        if world.Get_rank() == 0:
+            _append(results_path, {"family": name, "event": "start"})
+        t0 = time.perf_counter()
+        result = run_family(world, name, seed)
+        result["seconds"] = time.perf_counter() - t0
+        if world.Get_rank() == 0:
+            _append(results_path, result)
+    return 0
+
+
+def _append(path: str, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
