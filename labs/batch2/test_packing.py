@@ -1,0 +1,82 @@
+"""The pieces of the packed kernel on their own: packing A and B panels, the micro-kernel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlsys_labs.matmul import micro_kernel_4x4, pack_panel_a, pack_panel_b
+from mlsys_labs.matmul.packed import micro_kernel_2x8
+
+from matmul_checks import assert_matmul_close, random_matrix
+
+
+def reference_pack_a(A, ic, pc, mc, kc, mr):
+    """numpy: the block, zero-padded to whole MR-row slivers, each sliver row-major."""
+    block = np.zeros((-(-mc // mr) * mr, kc), dtype=A.dtype)
+    block[:mc] = A[ic:ic + mc, pc:pc + kc]
+    return block.reshape(-1)          # sliver s, row r, column p at (s*mr + r)*kc + p
+
+
+def reference_pack_b(B, pc, jc, kc, nc, nr):
+    """numpy: the panel, zero-padded to whole NR-column slivers, each sliver transposed."""
+    panel = np.zeros((kc, -(-nc // nr) * nr), dtype=B.dtype)
+    panel[:, :nc] = B[pc:pc + kc, jc:jc + nc]
+    return panel.T.reshape(-1)        # sliver s, column c, row p at (s*nr + c)*kc + p
+
+
+settings_ = settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+blocks = st.tuples(st.integers(1, 20), st.integers(1, 20), st.integers(0, 6), st.integers(0, 6),
+                   st.sampled_from([2, 4, 8]), st.sampled_from([np.float32, np.float64]), st.booleans(),
+                   st.integers(0, 2**16))
+
+
+@pytest.mark.points(2)
+@settings_
+@given(blk=blocks)
+def test_pack_panel_a(blk, seed):
+    mc, kc, ic, pc, mr, dtype, transposed, salt = blk
+    rng = np.random.default_rng([seed, salt])
+    A = random_matrix(rng, (ic + mc + 2, pc + kc + 3), dtype)
+    ap = np.full(-(-mc // mr) * mr * kc, np.nan, dtype=dtype)      # poison: padding must be written
+    src = np.ascontiguousarray(A.T) if transposed else A
+    pack_panel_a(src, transposed, ic, pc, mc, kc, mr, ap)
+    np.testing.assert_array_equal(ap, reference_pack_a(A, ic, pc, mc, kc, mr),
+                                  err_msg=f"pack_panel_a mc={mc} kc={kc} ic={ic} pc={pc} mr={mr} trans={transposed}")
+
+
+@pytest.mark.points(2)
+@settings_
+@given(blk=blocks)
+def test_pack_panel_b(blk, seed):
+    nc, kc, jc, pc, nr, dtype, transposed, salt = blk
+    rng = np.random.default_rng([seed, salt])
+    B = random_matrix(rng, (pc + kc + 1, jc + nc + 2), dtype)
+    bp = np.full(-(-nc // nr) * nr * kc, np.nan, dtype=dtype)
+    src = np.ascontiguousarray(B.T) if transposed else B
+    pack_panel_b(src, transposed, pc, jc, kc, nc, nr, bp)
+    np.testing.assert_array_equal(bp, reference_pack_b(B, pc, jc, kc, nc, nr),
+                                  err_msg=f"pack_panel_b nc={nc} kc={kc} jc={jc} pc={pc} nr={nr} trans={transposed}")
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kc", [1, 7, 64, 300])
+def test_micro_kernel_4x4(kc, dtype, rng):
+    a = random_matrix(rng, (4, kc), dtype)          # A~ sliver: 4 rows of kc
+    bt = random_matrix(rng, (4, kc), dtype)         # B~ sliver: 4 columns of B, stored as rows
+    tile = np.full((4, 4), np.nan, dtype=dtype)
+    micro_kernel_4x4(kc, a.reshape(-1), bt.reshape(-1), tile)
+    assert_matmul_close(tile, a, np.ascontiguousarray(bt.T), what=f"micro_kernel_4x4 kc={kc}")
+
+
+@pytest.mark.hidden
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_micro_kernel_2x8(dtype, rng):
+    kc = 33
+    a, bt = random_matrix(rng, (2, kc), dtype), random_matrix(rng, (8, kc), dtype)
+    tile = np.full((2, 8), np.nan, dtype=dtype)
+    micro_kernel_2x8(kc, a.reshape(-1), bt.reshape(-1), tile)
+    assert_matmul_close(tile, a, np.ascontiguousarray(bt.T), what="micro_kernel_2x8")
