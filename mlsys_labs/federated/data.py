@@ -1,0 +1,154 @@
+"""The federated data: scikit-learn's bundled digits, split across clients.
+
+How the split is made decides how hard federated learning is (Federated Learning
+Systems ch. 5; Kairouz et al. 2021 §3.1 "non-IID data"):
+
+- **IID**: a uniform random split — every client sees every class in proportion.
+- **Dirichlet(α) label skew** (Hsu, Qi & Brown 2019): for each class, the share of
+  each client is drawn from Dir(α·1); α → ∞ is IID, α = 0.1 gives each client a few
+  dominant classes.
+- **Pathological k classes per client** (McMahan et al. 2017 §3): each client holds
+  samples of exactly k classes.
+
+Every partitioner returns a list of index arrays, disjoint, covering the data set,
+and is a pure function of its seed — a SuperNode can rebuild its own partition from
+``(scheme, num_partitions, seed)`` without any data leaving the machine.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+NUM_CLASSES = 10
+
+
+def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits (1797 × 64, labels 0–9), read from its CSV without
+    importing scikit-learn — that import costs seconds in every ClientApp process a
+    SuperNode starts.  Same data as ``sklearn.datasets.load_digits``."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("scikit-learn (which bundles the digits data set) is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
+    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    return table[:, :-1], table[:, -1].astype(np.int64)
+
+
+@functools.lru_cache(maxsize=4)
+def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
+    """(x_train, y_train, x_test, y_test): 8×8 digits as 64 standardized floats, and a
+    stratified held-out test set (the server's centralized evaluation uses it).
+
+    Pixels are standardized with the training split's per-pixel mean and std — in a
+    real federation these would be public constants agreed beforehand (like ImageNet's
+    normalisation), not statistics gathered from the clients."""
+    x, y = _bundled_digits()
+    x = (x / 16.0).astype(np.float32)
+    y = y.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    test = []
+    for c in range(NUM_CLASSES):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        test.append(idx[: int(round(test_fraction * len(idx)))])
+    test_idx = np.sort(np.concatenate(test))
+    train_mask = np.ones(len(y), dtype=bool)
+    train_mask[test_idx] = False
+    mean, std = x[train_mask].mean(axis=0), x[train_mask].std(axis=0) + 0.1
+    x = ((x - mean) / std).astype(np.float32)
+    return x[train_mask], y[train_mask], x[test_idx], y[test_idx]
+
+
+def partition_iid(labels: np.ndarray, num_partitions: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A uniform random split into ``num_partitions`` near-equal parts (sizes differ by ≤ 1)."""
+    # BEGIN SOLUTION hint: shuffle all indices (rng.permutation), then np.array_split into equal parts
+    order = rng.permutation(len(labels))
+    return [np.sort(part) for part in np.array_split(order, num_partitions)]
+    # END SOLUTION
+
+
+def partition_dirichlet(labels: np.ndarray, num_partitions: int, alpha: float,
+                        rng: np.random.Generator, min_partition_size: int = 10,
+                        max_tries: int = 100) -> list[np.ndarray]:
+    """Label skew by Dir(α) (Hsu et al. 2019): for every class c, draw client shares
+    p_c ~ Dir(α·1_K) and cut the (shuffled) samples of class c at the cumulative shares.
+
+    Draws again (up to ``max_tries``) while some client has fewer than
+    ``min_partition_size`` samples, as flwr-datasets' ``DirichletPartitioner`` does.
+    """
+    # BEGIN SOLUTION hint: per class, shares = rng.dirichlet([alpha]*K); cut points = (cumsum(shares)*n_c).astype(int)[:-1]; np.split the shuffled class indices
+    for _ in range(max_tries):
+        parts: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
+        for c in np.unique(labels):
+            idx = rng.permutation(np.flatnonzero(labels == c))
+            shares = rng.dirichlet(np.full(num_partitions, alpha))
+            cuts = (np.cumsum(shares) * len(idx)).astype(int)[:-1]
+            for k, chunk in enumerate(np.split(idx, cuts)):
+                parts[k].append(chunk)
+        result = [np.sort(np.concatenate(p)) for p in parts]
+        if min(len(p) for p in result) >= min_partition_size:
+            return result
+    raise ValueError(f"no Dirichlet(α={alpha}) split with every client ≥ {min_partition_size} samples "
+                     f"in {max_tries} tries; lower min_partition_size or num_partitions")
+    # END SOLUTION
+
+
+def partition_pathological(labels: np.ndarray, num_partitions: int, classes_per_partition: int,
+                           rng: np.random.Generator) -> list[np.ndarray]:
+    """Each client holds exactly ``classes_per_partition`` classes (McMahan et al. 2017's
+    pathological non-IID split): classes are dealt to clients round-robin from a shuffled
+    class order, and the samples of each class are divided evenly among its holders.
+
+    Needs ``num_partitions * classes_per_partition >= number of classes`` so that every
+    class has a holder (else samples would be lost).
+    """
+    classes = np.unique(labels)
+    if num_partitions * classes_per_partition < len(classes):
+        raise ValueError(f"{num_partitions} clients × {classes_per_partition} classes cannot cover "
+                         f"{len(classes)} classes")
+    if classes_per_partition > len(classes):
+        raise ValueError(f"{classes_per_partition} classes per client > {len(classes)} classes")
+    # BEGIN SOLUTION hint: deal classes round-robin: client k holds order[(k*m + j) % C] for j < m; split each class's shuffled indices evenly among its holders
+    order = rng.permutation(classes)
+    holders: dict[int, list[int]] = {int(c): [] for c in classes}
+    for k in range(num_partitions):
+        for j in range(classes_per_partition):
+            holders[int(order[(k * classes_per_partition + j) % len(classes)])].append(k)
+    parts: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
+    for c, ks in holders.items():
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        for k, chunk in zip(ks, np.array_split(idx, len(ks))):
+            parts[k].append(chunk)
+    return [np.sort(np.concatenate(p)) for p in parts]
+    # END SOLUTION
+
+
+def label_histograms(labels: np.ndarray, partitions: list[np.ndarray],
+                     num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """A (clients × classes) matrix of sample counts: how skewed each client is."""
+    return np.stack([np.bincount(labels[p], minlength=num_classes) for p in partitions])
+
+
+def make_partitions(scheme: str, labels: np.ndarray, num_partitions: int, seed: int) -> list[np.ndarray]:
+    """Dispatch on a scheme string: ``"iid"``, ``"dirichlet:<alpha>"`` or ``"classes:<k>"``."""
+    rng = np.random.default_rng(seed)
+    name, _, arg = scheme.partition(":")
+    if name == "iid":
+        return partition_iid(labels, num_partitions, rng)
+    if name == "dirichlet":
+        return partition_dirichlet(labels, num_partitions, float(arg), rng)
+    if name == "classes":
+        return partition_pathological(labels, num_partitions, int(arg), rng)
+    raise ValueError(f"unknown partition scheme {scheme!r}: use iid, dirichlet:<alpha>, classes:<k>")
+
+
+@functools.lru_cache(maxsize=64)
+def client_data(scheme: str, partition_id: int, num_partitions: int, seed: int):
+    """(x, y) of one client — what a SuperNode would hold locally."""
+    x, y, _, _ = load_digits_split(seed)
+    parts = make_partitions(scheme, y, num_partitions, seed)
+    return x[parts[partition_id]], y[parts[partition_id]]
