@@ -37,6 +37,9 @@ class AttentionMetadata:
     block_size: int = 16
     max_query_len: int = 1
     use_triton_decode: bool = False
+    seq_of_token: torch.Tensor | None = None   # from gather_plan
+    row_of_token: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     @property
     def num_seqs(self) -> int:
@@ -51,33 +54,44 @@ def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapp
     # END SOLUTION
 
 
+def gather_plan(query_start: torch.Tensor, context_lens: torch.Tensor, max_query_len: int, max_ctx: int):
+    """Per step (shared by every layer): each new token's sequence and row in the padded
+    query batch, and the boolean mask ``[B, max_q, max_ctx]`` of keys it may see."""
+    # BEGIN SOLUTION hint: q_lens from query_start; new token j of a sequence sits at context index ctx_len - q_len + j; mask keys after it and padding
+    B = context_lens.shape[0]
+    dev = context_lens.device
+    q_lens = query_start[1:] - query_start[:-1]
+    T = int(query_start[-1])
+    seq_of_token = torch.repeat_interleave(torch.arange(B, device=dev), q_lens)
+    row_of_token = torch.arange(T, device=dev) - query_start[:-1][seq_of_token]
+    key_idx = torch.arange(max_ctx, device=dev)
+    q_ctx = (context_lens - q_lens)[:, None] + torch.arange(max_query_len, device=dev)[None, :]
+    mask = key_idx[None, None, :] <= q_ctx[:, :, None]                  # causal, offset by the cache
+    mask &= key_idx[None, None, :] < context_lens[:, None, None]        # padding keys
+    return seq_of_token, row_of_token, mask
+    # END SOLUTION
+
+
 def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMetadata,
                     scale: float) -> torch.Tensor:
     """Causal attention of the new tokens ``q [T, H, d]`` over each sequence's paged context.
 
     Gathers every sequence's keys and values by ``meta.key_slots`` into a padded batch,
-    masks padding and the future, and runs scaled-dot-product attention with grouped
-    query heads.  Returns ``[T, H, d]``.
+    masks padding and the future (``meta.mask`` from :func:`gather_plan`), and runs
+    scaled-dot-product attention with grouped query heads.  Returns ``[T, H, d]``.
     """
-    # BEGIN SOLUTION hint: scatter q into [B, max_q, H, d], gather K/V by key_slots, build the offset causal mask, SDPA (enable_gqa), scatter back
+    # BEGIN SOLUTION hint: scatter q into [B, max_q, H, d] by (seq_of_token, row_of_token), gather K/V by key_slots, SDPA with enable_gqa, gather the rows back
     T, H, d = q.shape
     B = meta.num_seqs
-    starts = meta.query_start
-    q_lens = starts[1:] - starts[:-1]                                   # [B]
-    max_q = meta.max_query_len
-    max_k = meta.key_slots.shape[1]
-    seq_of_token = torch.repeat_interleave(torch.arange(B, device=q.device), q_lens)
-    j_of_token = torch.arange(T, device=q.device) - starts[:-1][seq_of_token]
-    qp = q.new_zeros(B, max_q, H, d)
-    qp[seq_of_token, j_of_token] = q
-    k = kv_cache[0][meta.key_slots]                                     # [B, max_k, Hkv, d]
+    if meta.max_query_len == 1:                       # pure decode: one query per sequence, no scatter
+        qp = q[:, None]
+    else:
+        qp = q.new_zeros(B, meta.max_query_len, H, d)
+        qp[meta.seq_of_token, meta.row_of_token] = q
+    k = kv_cache[0][meta.key_slots]                   # [B, max_ctx, Hkv, d]
     v = kv_cache[1][meta.key_slots]
-    key_idx = torch.arange(max_k, device=q.device)
-    q_ctx = (meta.context_lens - q_lens)[:, None] + torch.arange(max_q, device=q.device)[None, :]  # [B, max_q]
-    mask = key_idx[None, None, :] <= q_ctx[:, :, None]                  # causal with offset
-    mask &= key_idx[None, None, :] < meta.context_lens[:, None, None]   # padding keys
-    mask[:, :, 0] = True                                                # padded query rows: avoid NaN
     out = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                         attn_mask=mask[:, None], scale=scale, enable_gqa=True)
-    return out.transpose(1, 2)[seq_of_token, j_of_token]
+                                         attn_mask=meta.mask[:, None], scale=scale, enable_gqa=True)
+    out = out.transpose(1, 2)
+    return out[:, 0] if meta.max_query_len == 1 else out[meta.seq_of_token, meta.row_of_token]
     # END SOLUTION

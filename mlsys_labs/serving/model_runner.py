@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention import AttentionMetadata
+from .attention import AttentionMetadata, gather_plan
 from .model import LlamaForCausalLM
 from .sequence import Sequence
 
@@ -57,11 +57,15 @@ class ModelRunner:
         k_idx = torch.arange(max_ctx)
         key_slots = tables[:, (k_idx // bs).clamp(max=max_blocks - 1)] * bs + k_idx % bs
         key_slots = torch.where(k_idx[None, :] < ctx_lens_t[:, None], key_slots, 0)
+        ids_t, pos_t = torch.tensor(ids, device=dev), torch.tensor(pos, device=dev)
         meta = AttentionMetadata(query_start=query_start.to(dev), context_lens=ctx_lens_t.to(dev),
                                  slot_mapping=slot_mapping.to(dev), key_slots=key_slots.to(dev),
                                  block_tables=tables.to(dev), block_size=bs, max_query_len=max(q_lens),
                                  use_triton_decode=self.use_triton_decode and max(q_lens) == 1)
-        return torch.tensor(ids, device=dev), torch.tensor(pos, device=dev), meta
+        if not meta.use_triton_decode:
+            meta.seq_of_token, meta.row_of_token, meta.mask = gather_plan(
+                meta.query_start, meta.context_lens, meta.max_query_len, max_ctx)
+        return ids_t, pos_t, meta
         # END SOLUTION
 
     @torch.inference_mode()
