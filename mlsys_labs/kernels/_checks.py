@@ -33,7 +33,7 @@ def check_same(what: str, **tensors) -> None:
     first_name, first = items[0]
     for name, t in items[1:]:
         if t.dtype != first.dtype:
-            raise TypeError(f"{what}: {name} is {t.dtype} but {first_name} is {first.dtype}")
+            raise TypeError(f"{what}: {name} has dtype {t.dtype} but {first_name} has dtype {first.dtype}")
         if t.device != first.device:
             raise ValueError(f"{what}: {name} is on {t.device} but {first_name} is on {first.device}")
 

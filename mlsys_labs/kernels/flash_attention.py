@@ -49,11 +49,11 @@ LN2 = 0.6931471805599453
 INTERPRETER_BLOCKS = dict(BLOCK_M=16, BLOCK_N=16)
 _TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]
 FWD_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
-               for bm, bn, w, s in [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (64, 64, 4, 3)]]
+               for bm, bn, w, s in [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)]]
 BWD_DKDV_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
-                    for bm, bn, w, s in [(32, 128, 4, 3), (64, 128, 8, 3), (64, 64, 4, 3)]]
+                    for bm, bn, w, s in [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 2)]]
 BWD_DQ_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
-                  for bm, bn, w, s in [(128, 32, 4, 3), (128, 64, 8, 3), (64, 64, 4, 3)]]
+                  for bm, bn, w, s in [(128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 2)]]
 
 
 @triton.jit
@@ -240,8 +240,10 @@ def flash_attention_forward(q, k, v, *, causal: bool = False, sm_scale: float | 
     return out, lse
 
 
-def flash_attention_backward(q, k, v, o, lse, do, *, causal: bool = False, sm_scale: float | None = None):
-    """(dQ, dK, dV) from the saved O and LSE, recomputing P block by block."""
+def flash_attention_backward(q, k, v, o, lse, do, *, causal: bool = False, sm_scale: float | None = None,
+                             dq: torch.Tensor | None = None, dk: torch.Tensor | None = None,
+                             dv: torch.Tensor | None = None):
+    """(dQ, dK, dV) from the saved O and LSE, recomputing P block by block (into dq/dk/dv if given)."""
     _check_qkv(q, k, v)
     check_tensor("o", o, dtypes=(q.dtype,), ndim=4)
     check_tensor("do", do, dtypes=(q.dtype,), ndim=4)
@@ -250,9 +252,13 @@ def flash_attention_backward(q, k, v, o, lse, do, *, causal: bool = False, sm_sc
         raise ValueError("flash_attention_backward: o, do must match q's shape and lse must be (B, H, N)")
     B, H, N, d = q.shape
     sm_scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
+    dq = torch.empty_like(q) if dq is None else dq
+    dk = torch.empty_like(k) if dk is None else dk
+    dv = torch.empty_like(v) if dv is None else dv
+    for name, t in (("dq", dq), ("dk", dk), ("dv", dv)):
+        check_out(name, t, q.shape, q.dtype, q)
     # BEGIN SOLUTION hint: D_i = rowsum(dO ∘ O) in float32, then launch the dK/dV and the dQ kernels
     delta = (do.float() * o.float()).sum(-1).contiguous()
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     prec = _precision(q.dtype)
     _BWD_DKDV[_grid(B * H, N, "BLOCK_N")](q, k, v, do, lse, delta, dk, dv, sm_scale, N, HEAD_DIM=d,
                                            CAUSAL=causal, DOT_PRECISION=prec, **_BWD_DKDV_META)

@@ -1,0 +1,134 @@
+"""FlashAttention-2: forward (O and log-sum-exp) against float64 plain attention, backward
+against torch autograd of plain attention in float64, and the launcher's checks."""
+import math
+
+import pytest
+import torch
+
+from mlsys_labs.common.tolerance import assert_close, poison_like
+from mlsys_labs.kernels import (attention_reference, flash_attention, flash_attention_backward,
+                                flash_attention_forward)
+
+GPU = pytest.mark.gpu
+# Tolerance factors over the dtype policy, and why: the forward rounds P to the input dtype
+# before P·V (as FlashAttention does) on top of rounding O; the backward also rounds dS and P
+# before its three products and sums N terms in each.
+FWD_SCALE = {torch.float32: 2.0, torch.float16: 2.0, torch.bfloat16: 2.0}
+BWD_SCALE = {torch.float32: 5.0, torch.float16: 5.0, torch.bfloat16: 5.0}
+
+# (batch, heads, tokens, head dim, dtype): tokens not a multiple of the block on purpose
+CPU_CASES = [
+    pytest.param(1, 2, 40, 32, torch.float32, id="fp32-d32-N40"),
+    pytest.param(1, 2, 40, 64, torch.float16, id="fp16-d64-N40"),
+    pytest.param(2, 1, 24, 128, torch.float16, id="fp16-d128-N24"),
+]
+GPU_CASES = [
+    pytest.param(2, 3, 1000, 128, torch.bfloat16, marks=GPU, id="gpu-bf16-d128-N1000"),
+    pytest.param(2, 3, 1000, 64, torch.float16, marks=GPU, id="gpu-fp16-d64-N1000"),
+    pytest.param(1, 2, 333, 32, torch.bfloat16, marks=GPU, id="gpu-bf16-d32-N333"),
+    pytest.param(1, 2, 257, 64, torch.float32, marks=GPU, id="gpu-fp32-d64-N257"),
+]
+
+
+def qkv(randn, b, h, n, d, dtype):
+    return randn(b, h, n, d, dtype=dtype), randn(b, h, n, d, dtype=dtype), randn(b, h, n, d, dtype=dtype)
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("b,h,n,d,dtype", CPU_CASES + GPU_CASES)
+def test_forward_output_and_logsumexp(randn, b, h, n, d, dtype, causal):
+    q, k, v = qkv(randn, b, h, n, d, dtype)
+    out = poison_like(q)
+    o, lse = flash_attention_forward(q, k, v, causal=causal, out=out)
+    o_ref, lse_ref = attention_reference(q, k, v, causal=causal)
+    assert o is out
+    assert_close(o, o_ref, dtype=dtype, scale=FWD_SCALE[dtype], what="attention output O")
+    # the LSE is kept in float32 whatever the inputs' dtype
+    assert_close(lse, lse_ref, dtype=torch.float32, scale=10.0, what="log-sum-exp (float32, N-term sums)")
+
+
+@pytest.mark.points(1)
+def test_forward_custom_scale(randn):
+    q, k, v = qkv(randn, 1, 2, 33, 32, torch.float32)
+    o, lse = flash_attention_forward(q, k, v, causal=True, sm_scale=0.3, out=poison_like(q))
+    o_ref, lse_ref = attention_reference(q, k, v, causal=True, sm_scale=0.3)
+    assert_close(o, o_ref, scale=2.0, what="O with sm_scale=0.3")
+    assert_close(lse, lse_ref, scale=10.0, what="LSE with sm_scale=0.3")
+
+
+def _reference_grads(q, k, v, do, causal):
+    leaves = [t.detach().double().requires_grad_() for t in (q, k, v)]
+    o, _ = attention_reference(*leaves, causal=causal)
+    o.backward(do.double())
+    return [t.grad for t in leaves]
+
+
+@pytest.mark.points(3)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+@pytest.mark.parametrize("b,h,n,d,dtype", CPU_CASES + GPU_CASES)
+def test_backward_matches_autograd_of_plain_attention(randn, b, h, n, d, dtype, causal):
+    q, k, v = qkv(randn, b, h, n, d, dtype)
+    do = randn(b, h, n, d, dtype=dtype)
+    ref = _reference_grads(q, k, v, do, causal)
+    # 1) the kernels, writing into poisoned buffers
+    o, lse = flash_attention_forward(q, k, v, causal=causal)
+    bufs = [poison_like(q) for _ in range(3)]
+    flash_attention_backward(q, k, v, o, lse, do, causal=causal, dq=bufs[0], dk=bufs[1], dv=bufs[2])
+    for name, got, want in zip(("dQ", "dK", "dV"), bufs, ref):
+        assert_close(got, want, dtype=dtype, scale=BWD_SCALE[dtype], what=f"{name} (kernel)")
+    # 2) through torch.autograd: the Function wires the same kernels into a graph
+    leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+    flash_attention(*leaves, causal=causal).backward(do)
+    for name, leaf, want in zip(("dQ", "dK", "dV"), leaves, ref):
+        assert_close(leaf.grad, want, dtype=dtype, scale=BWD_SCALE[dtype], what=f"{name} (autograd)")
+
+
+@pytest.mark.points(1)
+def test_trains_inside_a_graph(randn):
+    """Gradients flow through projections around the attention (the Function composes)."""
+    x = randn(1, 1, 24, 32)
+    wq = (randn(32, 32) / math.sqrt(32)).requires_grad_()
+    loss = (flash_attention(x @ wq, x, x, causal=True) ** 2).sum()
+    loss.backward()
+    wq_ref = wq.detach().double().requires_grad_()
+    o_ref, _ = attention_reference(x.double() @ wq_ref, x.double(), x.double(), causal=True)
+    (o_ref ** 2).sum().backward()
+    assert_close(wq.grad, wq_ref.grad, scale=10.0, what="dL/dWq through flash attention")
+
+
+@pytest.mark.points(2)
+@pytest.mark.hidden
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_backward_single_token_and_odd_length(randn, causal):
+    for n in (1, 17):
+        q, k, v = qkv(randn, 1, 1, n, 32, torch.float32)
+        do = randn(1, 1, n, 32)
+        ref = _reference_grads(q, k, v, do, causal)
+        o, lse = flash_attention_forward(q, k, v, causal=causal)
+        got = flash_attention_backward(q, k, v, o, lse, do, causal=causal,
+                                       dq=poison_like(q), dk=poison_like(q), dv=poison_like(q))
+        for name, g, want in zip(("dQ", "dK", "dV"), got, ref):
+            assert_close(g, want, scale=BWD_SCALE[torch.float32], what=f"{name} N={n}")
+
+
+@pytest.mark.points(1)
+def test_checks_inputs_before_launch(randn, interpreted):
+    q, k, v = qkv(randn, 1, 1, 16, 32, torch.float32)
+    o, _ = flash_attention_forward(q, k, v)
+    assert_close(o, attention_reference(q, k, v)[0], scale=2.0, what="O")
+    with pytest.raises(ValueError, match="head dim 48"):
+        flash_attention_forward(*qkv(randn, 1, 1, 16, 48, torch.float32))
+    with pytest.raises(ValueError, match="shape"):
+        flash_attention_forward(q, randn(1, 1, 17, 32), v)
+    with pytest.raises(TypeError, match="dtype"):
+        flash_attention_forward(q, k.half(), v)
+    with pytest.raises(TypeError, match="dtype"):
+        flash_attention_forward(q.double(), k.double(), v.double())
+    with pytest.raises(ValueError, match="contiguous"):
+        flash_attention_forward(q.transpose(2, 3).contiguous().transpose(2, 3), k, v)
+    with pytest.raises(ValueError, match="dimensions"):
+        flash_attention_forward(q[0], k[0], v[0])
+    if interpreted:
+        with pytest.raises(TypeError, match="interpreter"):
+            flash_attention_forward(q.bfloat16(), k.bfloat16(), v.bfloat16())
