@@ -56,13 +56,14 @@ def _paged_decode_kernel(q_ptr, k_ptr, v_ptr, out_ptr, tables_ptr, ctx_lens_ptr,
 
 
 def paged_decode_attention(q: torch.Tensor, kv_cache: torch.Tensor, block_tables: torch.Tensor,
-                           context_lens: torch.Tensor, block_size: int, scale: float) -> torch.Tensor:
+                           context_lens: torch.Tensor, block_size: int, scale: float,
+                           out: torch.Tensor | None = None) -> torch.Tensor:
     """One query token per sequence: ``q [B, H, d]`` against the paged cache ``[2, slots, Hkv, d]``."""
     B, H, d = q.shape
     k_cache, v_cache = kv_cache[0], kv_cache[1]
     Hkv = k_cache.shape[1]
     q = q.contiguous()
-    out = torch.empty_like(q)
+    out = torch.empty_like(q) if out is None else out
     tables = block_tables.to(torch.int32).contiguous()
     ctx = context_lens.to(torch.int32).contiguous()
     _paged_decode_kernel[(B, H)](q, k_cache, v_cache, out, tables, ctx, scale,
