@@ -29,7 +29,7 @@ import numpy as np
 from . import costmodel
 from .allgather import allgather_ring_blocks, recursive_doubling_spans
 from .fold import fold_in, fold_out, real_rank
-from .ops import TAGS, block_counts, block_displs, pof2_below, reduce_into
+from .ops import TAGS, block_counts, block_displs, pof2_below, reduce_into, scratch
 from .reduce_scatter import recursive_halving_spans, reduce_scatter_ring
 from .validate import check_call
 
@@ -37,18 +37,27 @@ ALGORITHMS = ("recursive_doubling", "ring", "rabenseifner")
 
 
 def allreduce(comm, sendbuf: np.ndarray, op: str = "sum", algorithm: str = "ring", *,
-              params: costmodel.CostParams | None = None, check: bool = True) -> np.ndarray:
-    """The elementwise reduction of every rank's ``sendbuf``, on every rank (a new array).
+              out: np.ndarray | None = None, params: costmodel.CostParams | None = None,
+              check: bool = True) -> np.ndarray:
+    """The elementwise reduction of every rank's ``sendbuf``, on every rank.
+
+    Returned in ``out`` when given (like MPI's recvbuf; ``out=sendbuf`` reduces in place,
+    like ``MPI_IN_PLACE``), else in a new array.
 
     ``algorithm="auto"`` picks the cost model's fastest prediction for this size and
     number of ranks with ``params`` (α, β, γ; the same on every rank — pass calibrated
     ones from :func:`costmodel.calibrate`, which broadcasts them).
     """
     if check:
-        check_call(comm, "allreduce", sendbuf, algorithm=algorithm, algorithms=ALGORITHMS + ("auto",), op=op)
+        bad_out = out is not None and (out.shape != sendbuf.shape or out.dtype != sendbuf.dtype
+                                       or not out.flags.c_contiguous)
+        check_call(comm, "allreduce", sendbuf, algorithm=algorithm, algorithms=ALGORITHMS + ("auto",), op=op,
+                   problems=["out must be C-contiguous, shaped and typed like sendbuf"] if bad_out else None)
     if algorithm == "auto":
         algorithm = costmodel.choose_allreduce(sendbuf.nbytes, comm.Get_size(), params)
-    acc = sendbuf.copy()
+    acc = np.empty_like(sendbuf) if out is None else out
+    if acc is not sendbuf:
+        np.copyto(acc, sendbuf)
     flat = acc.reshape(-1)
     if algorithm == "recursive_doubling":
         allreduce_recursive_doubling(comm, flat, op)
@@ -66,7 +75,7 @@ def allreduce_recursive_doubling(comm, acc: np.ndarray, op: str) -> None:
     pof2 = pof2_below(p)
     newrank = fold_in(comm, acc, op)
     if newrank >= 0:
-        incoming = np.empty_like(acc)
+        incoming = scratch(acc.size, acc.dtype)
         mask = 1
         while mask < pof2:
             partner = real_rank(newrank ^ mask, p)

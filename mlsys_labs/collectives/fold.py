@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import TAGS, pof2_below, reduce_into
+from .ops import TAGS, pof2_below, reduce_into, scratch
 
 
 def new_rank(rank: int, p: int) -> int:
@@ -57,7 +57,7 @@ def fold_in(comm, acc: np.ndarray, op: str) -> int:
         if rank % 2 == 0:
             comm.Send(acc, dest=rank + 1, tag=TAGS["fold"])
         else:
-            incoming = np.empty_like(acc)
+            incoming = scratch(acc.size, acc.dtype)
             comm.Recv(incoming, source=rank - 1, tag=TAGS["fold"])
             reduce_into(op, acc, incoming)
     return new_rank(rank, p)

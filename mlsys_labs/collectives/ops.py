@@ -57,6 +57,24 @@ def block_displs(counts: list[int]) -> list[int]:
     return displs
 
 
+_SCRATCH: dict[str, np.ndarray] = {}
+
+
+def scratch(count: int, dtype) -> np.ndarray:
+    """A reusable temporary of ``count`` elements for incoming messages.
+
+    A fresh large array costs a page fault per 4 KiB page on first touch (≈ as much as
+    copying it); MPICH keeps its temporary buffers too.  One buffer per dtype, grown on
+    demand: use it for one message at a time, never for a result.
+    """
+    dtype = np.dtype(dtype)
+    buf = _SCRATCH.get(dtype.str)
+    if buf is None or buf.size < count:
+        buf = np.empty(max(count, 1), dtype)
+        _SCRATCH[dtype.str] = buf
+    return buf[:count]
+
+
 def pof2_below(p: int) -> int:
     """The largest power of two ``<= p`` (``p >= 1``)."""
     return 1 << (p.bit_length() - 1)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fold import fold_in, new_rank_blocks, real_rank
-from .ops import TAGS, block_counts, block_displs, pof2_below, reduce_into
+from .ops import TAGS, block_counts, block_displs, pof2_below, reduce_into, scratch
 from .validate import check_call
 
 ALGORITHMS = ("ring", "recursive_halving")
@@ -51,7 +51,7 @@ def reduce_scatter_ring(comm, acc: np.ndarray, displs: list[int], op: str, shift
     rank, p = comm.Get_rank(), comm.Get_size()
     own = (rank - shift) % p
     right, left = (rank + 1) % p, (rank - 1) % p
-    incoming = np.empty(max(displs[i + 1] - displs[i] for i in range(p)), dtype=acc.dtype)
+    incoming = scratch(max(displs[i + 1] - displs[i] for i in range(p)), acc.dtype)
     for s in range(p - 1):
         send_block, recv_block = (own - s - 1) % p, (own - s - 2) % p
         count = displs[recv_block + 1] - displs[recv_block]
@@ -72,7 +72,7 @@ def recursive_halving_spans(comm, acc: np.ndarray, newrank: int, pof2: int,
     # BEGIN SOLUTION hint: keep a range [lo, hi) of new ranks (start [0, pof2)); mid = (lo+hi)//2; if newrank & d: keep [mid, hi) and send [lo, mid), else the reverse; Sendrecv with real_rank(newrank ^ d), reduce_into the kept slice
     p = comm.Get_size()
     lo, hi = 0, pof2
-    incoming = np.empty(acc.size, dtype=acc.dtype)
+    incoming = scratch(acc.size, acc.dtype)
     distance = pof2 // 2
     while distance >= 1:
         mid = (lo + hi) // 2

@@ -25,15 +25,15 @@ class CollectiveArgumentError(ValueError):
 
 def check_call(comm, collective: str, buf: np.ndarray | None, *, algorithm: str | None = None,
                algorithms: tuple[str, ...] = (), op: str | None = None, root: int | None = None,
-               same_shape: bool = True, leading: int | None = None) -> None:
+               same_shape: bool = True, leading: int | None = None, problems: list[str] | None = None) -> None:
     """Agree across ranks that this call is well formed, or raise on every rank.
 
     ``buf`` is this rank's buffer (None for buffer-less collectives); ``same_shape`` asks
     all ranks to pass the same shape and dtype; ``leading`` asks the first dimension to
-    equal it (alltoall: one block per rank).
+    equal it (alltoall: one block per rank); ``problems`` are the caller's own findings.
     """
     p = comm.Get_size()
-    problems = []  # this rank's own, local problems
+    problems = list(problems or [])  # this rank's own, local problems
     if algorithm is not None and algorithm not in algorithms:
         problems.append(f"unknown algorithm {algorithm!r} (known: {', '.join(algorithms)})")
     if op is not None and op not in OPS:

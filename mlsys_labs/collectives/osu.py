@@ -1,0 +1,228 @@
+"""OSU-style measurement of our collectives against the MPI library's own, in one
+``mpiexec`` run (the OSU micro-benchmarks' method: warm-up, iterations, a barrier between
+iterations, each rank's average, then min/avg/max over ranks).
+
+    mpiexec -n 2 python -m mlsys_labs.collectives.osu --out osu.json
+    mpiexec -f hosts.txt -n 16 python -m mlsys_labs.collectives.osu --max-bytes 64M
+
+Sizes follow nccl-tests: the size of the whole vector (allreduce, reduce, bcast: each
+rank's buffer; reduce-scatter: each rank's input; allgather: the gathered output;
+alltoall: each rank's send buffer).  Bandwidths as nccl-tests: algbw = size / time,
+busbw = algbw × factor (allreduce 2(p−1)/p; reduce-scatter, allgather, alltoall
+(p−1)/p; bcast, reduce 1), so busbw is comparable with the link's bandwidth.
+
+Our collectives run with ``check=False`` (no cross-rank argument check), so the
+algorithm alone is timed.  The cost model is calibrated at the start (ping-pong and a
+local reduction) and its prediction is stored beside each of our measurements.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+BUS_FACTOR = {
+    "allreduce": lambda p: 2 * (p - 1) / p,
+    "reduce_scatter": lambda p: (p - 1) / p,
+    "allgather": lambda p: (p - 1) / p,
+    "alltoall": lambda p: (p - 1) / p,
+    "bcast": lambda p: 1.0,
+    "reduce": lambda p: 1.0,
+}
+COLLECTIVES = tuple(BUS_FACTOR)
+
+
+def iterations_for(nbytes: int, scale: float = 1.0) -> tuple[int, int]:
+    """(iterations, warm-up): OSU uses 1000/100 up to 8 KiB and 100/10 above; Python calls
+    are slower, so fewer, and fewer still for the largest messages."""
+    if nbytes <= 8192:
+        iters = 200
+    elif nbytes <= 2**20:
+        iters = 40
+    elif nbytes <= 2**23:
+        iters = 10
+    else:
+        iters = 4
+    iters = max(2, int(iters * scale))
+    return iters, max(1, iters // 10)
+
+
+def osu_time(comm, fn, iterations: int, warmup: int) -> tuple[float, float, float]:
+    """(min, avg, max) over ranks of each rank's average seconds per call, barrier between calls."""
+    total = 0.0
+    for i in range(warmup + iterations):
+        comm.Barrier()
+        t0 = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - t0
+        if i >= warmup:
+            total += elapsed
+    mine = total / iterations
+    everyone = comm.allgather(mine)
+    return min(everyone), sum(everyone) / len(everyone), max(everyone)
+
+
+def variants(comm, collective: str, nbytes: int):
+    """[(name, algorithm or None for the built-in, fn)] for one collective and size."""
+    from mpi4py import MPI
+
+    from . import ALGORITHMS, allgather, allreduce, alltoall, bcast, block_counts, reduce, reduce_scatter
+
+    p, rank = comm.Get_size(), comm.Get_rank()
+    elements = max(1, nbytes // 8)
+    out = []
+    if collective in ("allreduce", "reduce", "bcast", "reduce_scatter"):
+        x = np.random.default_rng(rank).standard_normal(elements)
+        recv = np.empty_like(x)
+        if collective == "allreduce":
+            mine = np.empty_like(x)  # a preallocated result, as the built-in gets
+            out += [(a, a, lambda a=a: allreduce(comm, x, "sum", algorithm=a, out=mine, check=False))
+                    for a in ALGORITHMS["allreduce"]]
+            out.append(("builtin", None, lambda: comm.Allreduce(x, recv, op=MPI.SUM)))
+        elif collective == "reduce":
+            out.append(("binomial", "binomial", lambda: reduce(comm, x, "sum", root=0, check=False)))
+            out.append(("builtin", None, lambda: comm.Reduce(x, recv, op=MPI.SUM, root=0)))
+        elif collective == "bcast":
+            out += [(a, a, lambda a=a: bcast(comm, x, root=0, algorithm=a, check=False))
+                    for a in ALGORITHMS["bcast"]]
+            out.append(("builtin", None, lambda: comm.Bcast(x, root=0)))
+        else:
+            counts = block_counts(elements, p)
+            part = np.empty(counts[rank])
+            out += [(a, a, lambda a=a: reduce_scatter(comm, x, "sum", algorithm=a, check=False))
+                    for a in ALGORITHMS["reduce_scatter"]]
+            out.append(("builtin", None, lambda: comm.Reduce_scatter(x, part, recvcounts=counts, op=MPI.SUM)))
+    elif collective == "allgather":
+        x = np.random.default_rng(rank).standard_normal(max(1, elements // p))
+        recv = np.empty((p, x.size))
+        out += [(a, a, lambda a=a: allgather(comm, x, algorithm=a, check=False)) for a in ALGORITHMS["allgather"]]
+        out.append(("builtin", None, lambda: comm.Allgather(x, recv)))
+    elif collective == "alltoall":
+        x = np.random.default_rng(rank).standard_normal((p, max(1, elements // p)))
+        recv = np.empty_like(x)
+        out.append(("pairwise", "pairwise", lambda: alltoall(comm, x, check=False)))
+        out.append(("builtin", None, lambda: comm.Alltoall(x, recv)))
+    return out
+
+
+def actual_bytes(collective: str, nbytes: int, p: int) -> int:
+    """The size actually moved after rounding to whole float64 elements per rank."""
+    elements = max(1, nbytes // 8)
+    if collective in ("allgather", "alltoall"):
+        return 8 * p * max(1, elements // p)
+    return 8 * elements
+
+
+def sweep(comm, collectives, sizes, *, scale: float = 1.0, params=None, progress=None) -> list[dict]:
+    """Measure every variant of every collective at every size; rows for rank 0."""
+    from . import costmodel
+
+    p = comm.Get_size()
+    rows = []
+    for collective in collectives:
+        for nbytes in sizes:
+            iters, warmup = iterations_for(nbytes, scale)
+            size = actual_bytes(collective, nbytes, p)
+            for name, algorithm, fn in variants(comm, collective, nbytes):
+                t_min, t_avg, t_max = osu_time(comm, fn, iters, warmup)
+                algbw = size / t_avg
+                row = {"collective": collective, "variant": name, "bytes": size, "p": p, "iterations": iters,
+                       "t_min": t_min, "t_avg": t_avg, "t_max": t_max, "algbw": algbw,
+                       "busbw": algbw * BUS_FACTOR[collective](p)}
+                if algorithm is not None and params is not None:
+                    row["predicted"] = costmodel.predict(collective, algorithm, size, p, params)
+                rows.append(row)
+            if progress is not None and comm.Get_rank() == 0:
+                progress(collective, size)
+    return rows
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].upper() in units else int(text)
+
+
+def default_sizes(max_bytes: int) -> list[int]:
+    """8 B, 32 B, ... ×4 up to ``max_bytes`` (and ``max_bytes`` itself)."""
+    sizes, n = [], 8
+    while n < max_bytes:
+        sizes.append(n)
+        n *= 4
+    return sizes + [max_bytes]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from mpi4py import MPI
+
+    from . import costmodel
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--collectives", default=",".join(COLLECTIVES))
+    ap.add_argument("--max-bytes", default="64M")
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
+    ap.add_argument("--out", default=None, help="rank 0 writes the rows and the calibration here (JSON)")
+    args = ap.parse_args(argv)
+    comm = MPI.COMM_WORLD
+    params = costmodel.calibrate(comm) if comm.Get_size() > 1 else None
+    sizes = default_sizes(parse_size(args.max_bytes))
+
+    def progress(collective, size):
+        print(f"  {collective:15s} {size:>10d} B done", file=sys.stderr, flush=True)
+
+    rows = sweep(comm, args.collectives.split(","), sizes, scale=args.scale, params=params, progress=progress)
+    if comm.Get_rank() == 0:
+        report = {"p": comm.Get_size(), "params": params.as_dict() if params else None, "rows": rows,
+                  "mpi": MPI.Get_library_version().splitlines()[0]}
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump(report, f, indent=1)
+        print(format_table(rows))
+    return 0
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown: per collective and size, each variant's avg time, busbw, prediction, ratio to the built-in."""
+    builtin = {(r["collective"], r["bytes"]): r["t_avg"] for r in rows if r["variant"] == "builtin"}
+    lines = ["| collective | bytes | variant | avg µs | min µs | max µs | busbw GB/s | model µs | / built-in |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        ratio = r["t_avg"] / builtin[(r["collective"], r["bytes"])]
+        model = f"{1e6 * r['predicted']:.1f}" if "predicted" in r else ""
+        lines.append(f"| {r['collective']} | {r['bytes']} | {r['variant']} | {1e6 * r['t_avg']:.1f} | "
+                     f"{1e6 * r['t_min']:.1f} | {1e6 * r['t_max']:.1f} | {r['busbw'] / 1e9:.3f} | {model} | {ratio:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
+def summarize(report: dict) -> dict:
+    """The lab's figures from a sweep: ring allreduce / built-in at ≥ 4 MiB (worst size),
+    and the cost model's relative error at ≥ 64 KiB (worst and median over our allreduce
+    algorithms and sizes; and over every collective)."""
+    rows = report["rows"]
+    builtin = {(r["collective"], r["bytes"]): r["t_avg"] for r in rows if r["variant"] == "builtin"}
+    ring = {r["bytes"]: r["t_avg"] / builtin[("allreduce", r["bytes"])]
+            for r in rows if r["collective"] == "allreduce" and r["variant"] == "ring" and r["bytes"] >= 4 * 2**20}
+    errors = {f"{r['collective']}/{r['variant']}/{r['bytes']}": r["predicted"] / r["t_avg"] - 1
+              for r in rows if "predicted" in r and r["bytes"] >= 64 * 2**10}
+    allreduce_errors = {k: v for k, v in errors.items() if k.startswith("allreduce/")}
+    best = {}
+    for (collective, nbytes), t_builtin in builtin.items():
+        ours = [r["t_avg"] for r in rows if r["collective"] == collective and r["bytes"] == nbytes
+                and r["variant"] != "builtin"]
+        best.setdefault(collective, {})[nbytes] = min(ours) / t_builtin
+    return {
+        "ring_over_builtin_4MiB_worst": max(ring.values()) if ring else float("nan"),
+        "ring_over_builtin_by_size": ring,
+        "model_error_allreduce_worst": max(map(abs, allreduce_errors.values())) if allreduce_errors else float("nan"),
+        "model_error_allreduce_median": float(np.median(np.abs(list(allreduce_errors.values()))))
+        if allreduce_errors else float("nan"),
+        "model_error_all_median": float(np.median(np.abs(list(errors.values())))) if errors else float("nan"),
+        "model_errors": errors,
+        "best_over_builtin": best,
+    }
