@@ -24,8 +24,8 @@ from mlsys_labs.common.paths import state_dir
 from .packed import DEFAULT_CONFIG, BlockConfig, matmul_packed
 
 SEARCH_SPACE = {
-    "mc": (48, 96, 192),
-    "kc": (128, 256, 512),
+    "mc": (24, 48, 96),
+    "kc": (256, 512, 1024),
     "nc": (1024, 4096),
     "mr_nr": ((4, 4), (2, 8)),
 }

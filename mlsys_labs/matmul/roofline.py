@@ -10,7 +10,9 @@ moved between the cache and memory.  Both ceilings are measured here, not read f
   construction: no cache misses, only loads from L1 and fused multiply-adds), with a
   large BLAS matmul as the check;
 - bandwidth: McCalpin's STREAM triad ``a[i] = b[i] + s * c[i]`` on arrays far larger
-  than the last-level cache, counted as STREAM counts it (3 x 8 bytes per element).
+  than the last-level cache, counted as STREAM counts it (3 x 8 bytes per element) —
+  DRAM; and the same on arrays that fit in L3 but not L2 — the bandwidth that matters
+  when the matrices (n <= 1920: at most 3 x 14.7 MB) sit in the 32 MB L3.
 
 The cost model (:func:`bytes_moved`) gives each step's traffic to memory for n x n x n:
 
@@ -114,9 +116,10 @@ def stream_triad(a, b, c, scalar, reps):
             a[i] = b[i] + scalar * c[i]
 
 
-def triad_bandwidth(n_elements: int = 16 * 2**20, threads: int = 1, repeats: int = 3) -> float:
-    """Bytes/s of the STREAM triad on float64 arrays of ``n_elements`` (3 x 8 bytes each)."""
-    # BEGIN SOLUTION hint: three float64 arrays; warm up once; time stream_triad (best of repeats); bytes = 3 * 8 * n per sweep
+def triad_bandwidth(n_elements: int = 16 * 2**20, threads: int = 1, repeats: int = 3, sweeps: int = 1) -> float:
+    """Bytes/s of the STREAM triad on float64 arrays of ``n_elements`` (3 x 8 bytes each),
+    ``sweeps`` passes per timed call (use many for arrays small enough to sit in a cache)."""
+    # BEGIN SOLUTION hint: three float64 arrays; warm up once; time stream_triad(..., sweeps) (best of repeats); bytes = 3 * 8 * n * sweeps
     a = np.zeros(n_elements)
     b = np.full(n_elements, 1.0)
     c = np.full(n_elements, 2.0)
@@ -127,11 +130,11 @@ def triad_bandwidth(n_elements: int = 16 * 2**20, threads: int = 1, repeats: int
         best = math.inf
         for _ in range(repeats):
             t0 = time.perf_counter()
-            stream_triad(a, b, c, 3.0, 1)
+            stream_triad(a, b, c, 3.0, sweeps)
             best = min(best, time.perf_counter() - t0)
     finally:
         numba.set_num_threads(previous)
-    return 3 * 8 * n_elements / best
+    return 3 * 8 * n_elements * sweeps / best
     # END SOLUTION
 
 
@@ -142,13 +145,16 @@ def measure_ceilings(threads: int = 1, refresh: bool = False, quick: bool = Fals
     cache = json.loads(path.read_text()) if path.exists() else {}
     key = f"{machine_slug()}/threads={threads}"
     if refresh or key not in cache or quick:
-        seconds, n_blas, n_triad = (0.02, 256, 2**20) if quick else (0.2, 1536, 16 * 2**20)
+        seconds, n_blas, n_triad, l3_sweeps = (0.02, 256, 2**20, 2) if quick else (0.2, 1536, 16 * 2**20, 40)
         entry = {
             "peak_flops_fp32": peak_flops(np.float32, threads, seconds=seconds),
             "peak_flops_fp64": peak_flops(np.float64, threads, seconds=seconds),
             "blas_flops_fp32": blas_flops(np.float32, threads, n=n_blas),
             "blas_flops_fp64": blas_flops(np.float64, threads, n=n_blas),
             "bandwidth_bytes": triad_bandwidth(n_triad, threads),
+            # 3 x 2 MiB: past L2 (1 MiB per core), inside L3 (32 MiB): what the cost model's
+            # "traffic past L2" moves at when the operands fit in L3
+            "bandwidth_l3_bytes": triad_bandwidth(2**18, threads, sweeps=l3_sweeps),
             "threads": threads,
         }
         if quick:
@@ -197,9 +203,11 @@ def arithmetic_intensity(variant: str, m: int, n: int, k: int, itemsize: int, **
 
 
 # ------------------------------------------------------------------------------ the plot
-def plot_roofline(points: list[dict], ceilings: dict, path, dtype: str = "fp32", title: str | None = None):
+def plot_roofline(points: list[dict], ceilings: dict, path, dtype: str = "fp32", title: str | None = None,
+                  more_ceilings: dict | None = None):
     """Save a log-log roofline: the bandwidth slope, the compute roof(s) and one dot per
-    point ``{'label', 'intensity', 'gflops'}``.  Returns the path."""
+    point ``{'label', 'intensity', 'gflops'}``; ``more_ceilings`` (e.g. the 2-thread
+    ceilings) adds a second, dashed roof.  Returns the path."""
     from mlsys_labs.common.plotting import figure, save
 
     peak = ceilings[f"peak_flops_{dtype}"] / 1e9
@@ -208,13 +216,22 @@ def plot_roofline(points: list[dict], ceilings: dict, path, dtype: str = "fp32",
     xs = np.logspace(-2.5, 3, 200)
     fig, ax = figure(7.0, 4.6)
     ax.loglog(xs, np.minimum(peak, bw * xs), "k-", lw=2,
-              label=f"roofline: triad {bw:.1f} GB/s, micro-kernel peak {peak:.0f} GFLOP/s")
+              label=f"DRAM roof: triad {bw:.1f} GB/s, micro-kernel peak {peak:.0f} GFLOP/s")
+    if "bandwidth_l3_bytes" in ceilings:
+        bw3 = ceilings["bandwidth_l3_bytes"] / 1e9
+        ax.loglog(xs, np.minimum(peak, bw3 * xs), color="C7", lw=1.5,
+                  label=f"L3 roof: triad in L3 {bw3:.1f} GB/s")
+    if more_ceilings:
+        peak2 = more_ceilings[f"peak_flops_{dtype}"] / 1e9
+        bw2 = more_ceilings["bandwidth_bytes"] / 1e9
+        ax.loglog(xs, np.minimum(peak2, bw2 * xs), "k--", lw=1,
+                  label=f"{more_ceilings.get('threads', 2)} threads: triad {bw2:.1f} GB/s, peak {peak2:.0f} GFLOP/s")
     if blas:
         ax.axhline(blas, color="gray", ls="--", lw=1, label=f"BLAS large-n matmul {blas:.0f} GFLOP/s (check)")
     ax.axvline(peak / bw, color="gray", ls=":", lw=1)
     for i, p in enumerate(points):
         ax.plot(p["intensity"], p["gflops"], "o", ms=8, color=f"C{i}", label=f"{p['label']}: {p['gflops']:.1f} GFLOP/s")
-    ax.set_xlabel("arithmetic intensity (FLOP / byte moved to memory, modelled)")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte moved past L2, modelled)")
     ax.set_ylabel("GFLOP/s")
     ax.set_title(title or f"Roofline ({dtype}, {ceilings.get('threads', 1)} thread(s))")
     ax.legend(fontsize=7, loc="lower right")

@@ -1,0 +1,157 @@
+"""Lab 2 benchmarks: every matmul variant against numpy's BLAS in the same run, with the
+same thread count (numba and the BLAS both pinned), n in {480, 960, 1920}, float32 and
+float64; the autotuner; the roofline plot.
+
+Sizes: naive i-j-k is measured at n = 480 only (at 1920 one call would take minutes);
+the "best / naive" figure compares both at n = 480, measured, not extrapolated.  i-k-j
+and blocked at n = 1920 are timed once after no warm-up (their compile is cached by
+then).  Everything else: 1 warm-up and 3 interleaved repeats (``compare``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlsys_labs.common.bench import compare, machine_name, record_figure
+from mlsys_labs.common.paths import reports_dir
+from mlsys_labs.matmul import (autotune, matmul_blocked, matmul_loop_order, matmul_naive, matmul_packed,
+                               matmul_threaded, pinned_threads, tuned_config)
+from mlsys_labs.matmul import roofline
+
+LAB = 2
+SIZES = (480, 960, 1920)
+DTYPES = {"fp32": np.float32, "fp64": np.float64}
+GFLOPS: dict[tuple, float] = {}      # (variant, threads, n, dtype) -> GFLOP/s, for the roofline plot
+
+
+def operands(n, dtype):
+    rng = np.random.default_rng(n)
+    return rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
+
+
+def gflops(n, seconds):
+    return 2.0 * n**3 / seconds / 1e9
+
+
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_autotune(benchmark, dt):
+    """Search the block sizes on this machine (1 thread) and cache the choice."""
+    with pinned_threads(1):
+        cfg = benchmark.pedantic(lambda: autotune(DTYPES[dt], n=480, refresh=True), rounds=1, iterations=1)
+    benchmark.extra_info["config"] = cfg.__dict__
+    record_figure(LAB, f"autotuned blocks {dt}: MC={cfg.mc} KC={cfg.kc} NC={cfg.nc} MR x NR={cfg.mr}x{cfg.nr}",
+                  value=cfg.mc * cfg.kc, unit="MC*KC elements", detail=cfg.__dict__)
+
+
+def _variant(name, dtype, threads):
+    cfg = tuned_config(dtype)
+    return {
+        "loop_order": matmul_loop_order,
+        "blocked": matmul_blocked,
+        "packed": lambda a, b, out=None: matmul_packed(a, b, out=out, config=cfg),
+        "threaded": lambda a, b, out=None: matmul_threaded(a, b, out=out, config=cfg, threads=threads),
+    }[name]
+
+
+CASES = ([("loop_order", 1, n, d) for n in SIZES for d in DTYPES]
+         + [("blocked", 1, n, d) for n in SIZES for d in DTYPES]
+         + [("packed", 1, n, d) for n in SIZES for d in DTYPES]
+         + [("threaded", t, n, d) for t in (1, 2) for n in SIZES for d in DTYPES])
+
+
+@pytest.mark.parametrize("name,threads,n,dt", CASES, ids=[f"{c[0]}-{c[1]}t-{c[2]}-{c[3]}" for c in CASES])
+def test_variant_vs_blas(benchmark, name, threads, n, dt):
+    dtype = DTYPES[dt]
+    a, b = operands(n, dtype)
+    out, ref_out = np.empty((n, n), dtype), np.empty((n, n), dtype)
+    fn = _variant(name, dtype, threads)
+    slow = name in ("loop_order", "blocked") and n >= 1920
+    with pinned_threads(threads):
+        cmp = compare(lambda: fn(a, b, out=out), lambda: np.matmul(a, b, out=ref_out),
+                      warmup=0 if slow else 1, repeats=1 if slow else 3)
+        benchmark.pedantic(lambda: fn(a, b, out=out), rounds=1, iterations=1)
+    GFLOPS[(name, threads, n, dt)] = gflops(n, cmp.ours.median)
+    GFLOPS[("blas", threads, n, dt)] = gflops(n, cmp.peer.median)
+    benchmark.extra_info.update(cmp.as_dict())
+    target = ">= 0.6" if (name, threads, n, dt) == ("packed", 1, 960, "fp32") else None
+    record_figure(LAB, f"{name} {threads} thread(s) speed / BLAS, n={n} {dt}", value=1.0 / cmp.ratio,
+                  unit="x BLAS", target=target, peer=f"numpy BLAS, {threads} thread(s)",
+                  detail={**cmp.as_dict(), "gflops_ours": GFLOPS[(name, threads, n, dt)],
+                          "gflops_blas": GFLOPS[("blas", threads, n, dt)], "machine": machine_name()})
+
+
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_two_threads_vs_one(benchmark, dt):
+    """The threaded kernel on 2 threads against itself on 1 thread (n = 960)."""
+    n, dtype = 960, DTYPES[dt]
+    a, b = operands(n, dtype)
+    out = np.empty((n, n), dtype)
+    cfg = tuned_config(dtype)
+
+    def run(t):
+        with pinned_threads(t):
+            matmul_threaded(a, b, out=out, config=cfg, threads=t)
+
+    cmp = compare(lambda: run(1), lambda: run(2), repeats=5)
+    benchmark.pedantic(lambda: run(2), rounds=1, iterations=1)
+    benchmark.extra_info.update(cmp.as_dict())
+    record_figure(LAB, f"threaded 2 threads / 1 thread speed-up, n=960 {dt}", value=cmp.ratio, unit="x",
+                  target=">= 1.6" if dt == "fp32" else None, peer="itself on 1 thread", detail=cmp.as_dict())
+
+
+@pytest.mark.parametrize("dt", list(DTYPES))
+def test_best_vs_naive(benchmark, dt):
+    """naive i-j-k against the best variant (threaded, 2 threads) and packed (1 thread), n = 480, measured."""
+    n, dtype = 480, DTYPES[dt]
+    a, b = operands(n, dtype)
+    out = np.empty((n, n), dtype)
+    cfg = tuned_config(dtype)
+    matmul_naive(a[:8, :8].copy(), b[:8, :8].copy())                      # compile outside the timing
+    with pinned_threads(2):
+        cmp = compare(lambda: matmul_naive(a, b, out=out),
+                      lambda: matmul_threaded(a, b, out=out, config=cfg, threads=2), warmup=0, repeats=2)
+        benchmark.pedantic(lambda: matmul_naive(a, b, out=out), rounds=1, iterations=1)
+    with pinned_threads(1):
+        packed_s = min(_time(lambda: matmul_packed(a, b, out=out, config=cfg)) for _ in range(3))
+    GFLOPS[("naive", 1, n, dt)] = gflops(n, cmp.ours.median)
+    benchmark.extra_info.update(cmp.as_dict())
+    record_figure(LAB, f"best variant (threaded, 2 threads) speed / naive i-j-k, n=480 {dt}", value=cmp.ratio,
+                  unit="x", target=">= 100" if dt == "fp32" else None, peer="naive i-j-k (1 thread)",
+                  detail=cmp.as_dict())
+    record_figure(LAB, f"packed 1 thread speed / naive i-j-k, n=480 {dt}", value=cmp.ours.median / packed_s,
+                  unit="x", peer="naive i-j-k (1 thread)")
+
+
+def _time(fn):
+    import time
+
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def test_roofline(benchmark):
+    """Measure the ceilings (1 and 2 threads) and plot every variant measured above at n = 960."""
+    ceil1 = benchmark.pedantic(lambda: roofline.measure_ceilings(threads=1, refresh=True), rounds=1, iterations=1)
+    ceil2 = roofline.measure_ceilings(threads=2, refresh=True)
+    for key, c in (("1 thread", ceil1), ("2 threads", ceil2)):
+        record_figure(LAB, f"ceiling: micro-kernel L1 peak fp32, {key}", value=c["peak_flops_fp32"] / 1e9,
+                      unit="GFLOP/s", peer="numpy BLAS large n", detail=c)
+        record_figure(LAB, f"ceiling: STREAM triad bandwidth (DRAM), {key}", value=c["bandwidth_bytes"] / 1e9,
+                      unit="GB/s")
+        record_figure(LAB, f"ceiling: STREAM triad bandwidth (in L3), {key}", value=c["bandwidth_l3_bytes"] / 1e9,
+                      unit="GB/s")
+        record_figure(LAB, f"ceiling: micro-kernel peak / BLAS large-n matmul fp32, {key}",
+                      value=c["peak_flops_fp32"] / c["blas_flops_fp32"], unit="x")
+    for dt in DTYPES:
+        s = np.dtype(DTYPES[dt]).itemsize
+        points = []
+        for name, t, n in [("naive", 1, 480), ("loop_order", 1, 960), ("blocked", 1, 960), ("packed", 1, 960),
+                           ("blas", 1, 960), ("threaded", 2, 960), ("blas", 2, 960)]:
+            if (name, t, n, dt) in GFLOPS:
+                blocks = {"config": tuned_config(DTYPES[dt])} if name in ("packed", "threaded") else {}
+                ai = roofline.arithmetic_intensity(name, n, n, n, s, **blocks)
+                points.append({"label": f"{name} ({t}t, n={n})", "intensity": ai, "gflops": GFLOPS[(name, t, n, dt)]})
+        path = roofline.plot_roofline(points, ceil1, reports_dir("lab2") / f"roofline_{dt}.png", dtype=dt,
+                                      more_ceilings=ceil2, title=f"Roofline, {dt}, {machine_name()}")
+        benchmark.extra_info[f"roofline_{dt}"] = str(path)
