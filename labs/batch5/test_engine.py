@@ -1,0 +1,214 @@
+"""The engine end to end (no HTTP): sampling, stopping rules, n > 1 with copy-on-write,
+StreamingLLM sinks, per-request failures, aborts in every state."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mlsys_labs.serving.sampler import filter_logits, sample_token
+from mlsys_labs.serving.sequence import SamplingParams, SequenceStatus
+from mlsys_labs.serving.tokenizer import ByteTokenizer, IncrementalDecoder
+
+
+def prompt_of(rng, lo=5, hi=40):
+    return [256] + rng.integers(0, 256, int(rng.integers(lo, hi))).tolist()
+
+
+@pytest.mark.points(2)
+def test_sampling_distribution_with_temperature_top_k_top_p(rng, seed):
+    """Empirical frequencies of 4000 draws against the filtered softmax computed in numpy."""
+    V = 12
+    logits = rng.standard_normal(V) * 2
+    temp, k, p = float(rng.uniform(0.5, 1.5)), int(rng.integers(3, 9)), float(rng.uniform(0.5, 0.95))
+    z = logits / temp
+    order = np.argsort(-z)
+    keep = np.zeros(V, bool)
+    keep[order[:k]] = True
+    zk = np.where(keep, z, -np.inf)
+    probs = np.exp(zk - zk.max())
+    probs /= probs.sum()
+    cum_before = np.cumsum(probs[order]) - probs[order]
+    nucleus = np.zeros(V, bool)
+    nucleus[order[cum_before < p]] = True
+    expected = np.where(keep & nucleus, probs, 0)
+    expected /= expected.sum()
+    params = SamplingParams(temperature=temp, top_k=k, top_p=p)
+    gen = torch.Generator().manual_seed(seed)
+    t = torch.tensor(logits, dtype=torch.float32)
+    draws = np.array([sample_token(t, params, gen) for _ in range(4000)])
+    counts = np.bincount(draws, minlength=V)
+    assert set(np.flatnonzero(counts)) <= set(np.flatnonzero(expected)), "sampled outside top-k ∩ top-p"
+    sigma = np.sqrt(4000 * expected * (1 - expected)) + 1
+    assert np.all(np.abs(counts - 4000 * expected) <= 5 * sigma), (counts, (4000 * expected).round())
+    assert sample_token(t, SamplingParams(temperature=0), gen) == int(np.argmax(logits))
+    f = filter_logits(t, 1, 1.0)
+    assert int(torch.isfinite(f).sum()) == 1
+
+
+@pytest.mark.points(2)
+def test_seeded_requests_reproduce_whatever_shares_the_batch(make_engine, rng):
+    p = prompt_of(rng)
+    sp = SamplingParams(temperature=1.0, top_p=0.9, seed=int(rng.integers(1 << 30)), max_tokens=16, ignore_eos=True)
+    alone = make_engine(num_blocks=64).generate([p], sp)[0][0].token_ids
+    others = [prompt_of(rng) for _ in range(3)]
+    mixed = make_engine(num_blocks=64).generate(
+        others[:2] + [p] + others[2:], [SamplingParams(temperature=1.0, max_tokens=20, ignore_eos=True)] * 2 + [sp]
+        + [SamplingParams(temperature=0.5, max_tokens=5)])
+    assert mixed[2][0].token_ids == alone
+
+
+@pytest.mark.points(2)
+def test_stop_strings_stop_tokens_and_max_tokens(make_engine, rng):
+    e = make_engine(num_blocks=64)
+    p = prompt_of(rng)
+    free = e.generate([p], SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))[0][0]
+    assert free.finish_reason == "length" and len(free.token_ids) == 40
+    assert free.text == ByteTokenizer().decode(free.token_ids), "streamed deltas must add up to the decoded text"
+    text = free.text
+    k = int(rng.integers(3, max(4, len(text) - 3)))
+    stop = text[k:k + 2]
+    cut = e.generate([p], SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, stop=[stop]))[0][0]
+    assert cut.finish_reason == "stop" and cut.text == text[:text.find(stop)]
+    tok = free.token_ids[5]
+    st = e.generate([p], SamplingParams(temperature=0, max_tokens=40, ignore_eos=True, stop_token_ids=[tok]))[0][0]
+    assert st.finish_reason == "stop" and st.token_ids == free.token_ids[:free.token_ids.index(tok) + 1]
+    e.block_manager.assert_all_free()
+
+
+@pytest.mark.points(1)
+def test_incremental_decoder_never_splits_a_utf8_character(rng):
+    text = "héllo wörld → ✓ 😀 " * 3
+    d = IncrementalDecoder()
+    pieces = [d.add(b) for b in text.encode("utf-8")]
+    assert "".join(pieces) + d.flush() == text
+    assert all("\ufffd" not in piece for piece in pieces)
+
+
+@pytest.mark.points(3)
+def test_n_choices_share_the_prompt_blocks_copy_on_write(make_engine, rng):
+    """n = 3 with a seed: each choice equals a separate request seeded seed + index, although
+    the prompt was prefilled once and its last, partial block was copied on write."""
+    p = prompt_of(rng, 20, 30)
+    if len(p) % 16 == 0:
+        p = p + [1]
+    seed = int(rng.integers(1 << 30))
+    e = make_engine(num_blocks=64, block_size=16)
+    out = e.generate([p], SamplingParams(temperature=1.0, n=3, seed=seed, max_tokens=12, ignore_eos=True))[0]
+    assert [c.index for c in out] == [0, 1, 2]
+    assert e.block_manager.stats.cow_copies >= 2
+    assert e.metrics.prefill_tokens_computed == len(p), "the prompt should be prefilled once"
+    for i, c in enumerate(out):
+        single = make_engine(num_blocks=64).generate(
+            [p], SamplingParams(temperature=1.0, seed=seed + i, max_tokens=12, ignore_eos=True))[0][0]
+        assert c.token_ids == single.token_ids, f"choice {i}"
+    e.block_manager.assert_all_free()
+
+
+def reference_forward(model, ids, visible):
+    """float64 Llama forward written from the formulas, with an arbitrary visibility mask."""
+    sd = {k: v.double() for k, v in model.state_dict().items()}
+    cfg = model.config
+    H, Hkv, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    T = len(ids)
+    x = sd["model.embed_tokens.weight"][torch.tensor(ids)]
+    inv = 1.0 / cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    ang = torch.arange(T, dtype=torch.float64)[:, None] * inv[None]
+    cos, sin = torch.cat([ang.cos()] * 2, -1)[:, None], torch.cat([ang.sin()] * 2, -1)[:, None]
+
+    def norm(v, w):
+        return w * v / torch.sqrt((v * v).mean(-1, keepdim=True) + cfg.rms_norm_eps)
+
+    def rope(v):
+        return v * cos + torch.cat([-v[..., d // 2:], v[..., :d // 2]], -1) * sin
+
+    for i in range(cfg.num_hidden_layers):
+        pre = f"model.layers.{i}."
+        h = norm(x, sd[pre + "input_layernorm.weight"])
+        q = rope((h @ sd[pre + "self_attn.q_proj.weight"].T).view(T, H, d))
+        k = rope((h @ sd[pre + "self_attn.k_proj.weight"].T).view(T, Hkv, d)).repeat_interleave(H // Hkv, 1)
+        v = (h @ sd[pre + "self_attn.v_proj.weight"].T).view(T, Hkv, d).repeat_interleave(H // Hkv, 1)
+        s = torch.einsum("qhd,khd->hqk", q, k) / d ** 0.5
+        s = s.masked_fill(~visible[None], float("-inf"))
+        x = x + torch.einsum("hqk,khd->qhd", s.softmax(-1), v).reshape(T, -1) @ sd[pre + "self_attn.o_proj.weight"].T
+        h = norm(x, sd[pre + "post_attention_layernorm.weight"])
+        g = h @ sd[pre + "mlp.gate_proj.weight"].T
+        x = x + (g * torch.sigmoid(g) * (h @ sd[pre + "mlp.up_proj.weight"].T)) @ sd[pre + "mlp.down_proj.weight"].T
+    return norm(x, sd["model.norm.weight"]) @ sd["lm_head.weight"].T
+
+
+@pytest.mark.points(3)
+def test_streaming_llm_sinks_bound_the_cache_and_attend_sinks_plus_window(make_engine, model, hf_model, rng):
+    """Generation far beyond the pool: each sequence keeps 1 sink block + the 3 latest blocks,
+    and every generated token is the argmax of a float64 reference with exactly that mask."""
+    bs, sink, window = 8, 1, 3
+    e = make_engine(num_blocks=6, block_size=bs, sink_blocks=sink, window_blocks=window,
+                    enable_prefix_caching=False, max_model_len=64)
+    p = prompt_of(rng, 5, 12)
+    rid = e.add_request(p, SamplingParams(temperature=0, max_tokens=120, ignore_eos=True))
+    tokens = []
+    while e.has_unfinished():
+        for s in e.scheduler.running:
+            assert len(s.block_table) <= sink + window
+        tokens += [t for o in e.step() for t in o.new_token_ids]
+    e.block_manager.assert_all_free()
+    assert len(tokens) == 120 and rid
+    full = p + tokens
+    T = len(full)
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    ref_plain = reference_forward(model, p, causal[:len(p), :len(p)])
+    with torch.no_grad():
+        hf = hf_model(torch.tensor([p])).logits[0]
+    assert torch.allclose(ref_plain, hf, atol=1e-6), "the test's reference disagrees with transformers"
+    blk = torch.arange(T) // bs
+    visible = causal & ((blk[None, :] < sink) | (blk[None, :] >= blk[:, None] - (window - 1)))
+    visible[:len(p), :len(p)] = causal[:len(p), :len(p)]
+    ref = reference_forward(model, full, visible)
+    for i, t in enumerate(tokens):
+        row = ref[len(p) - 1 + i]
+        assert float(row[t]) >= float(row.max()) - 1e-3, f"token {i} is not the reference's argmax"
+
+
+@pytest.mark.points(2)
+def test_an_exception_in_one_request_fails_only_that_request(make_engine, rng):
+    e = make_engine(num_blocks=64)
+
+    def broken(ids, logits):
+        if len(ids) > 12:
+            raise RuntimeError("boom")
+        return logits
+    good = [prompt_of(rng, 3, 8) for _ in range(2)]
+    bad = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True, logits_processor=broken)
+    ok = SamplingParams(temperature=0, max_tokens=20, ignore_eos=True)
+    ref = make_engine(num_blocks=64).generate(good, ok)
+    out = e.generate([good[0], prompt_of(rng, 3, 8), good[1]], [ok, bad, ok])
+    assert out[1][0].finish_reason == "error"
+    assert [out[0][0].token_ids, out[2][0].token_ids] == [r[0].token_ids for r in ref]
+    assert e.metrics.requests_failed == 1
+    e.block_manager.assert_all_free()
+
+
+@pytest.mark.points(3)
+def test_abort_storm_in_every_state_leaves_no_block_allocated(make_engine, rng):
+    """Requests aborted while waiting, running, mid-prefill and after preemption: afterwards
+    every block is free with reference count 0, and the engine still serves correctly."""
+    e = make_engine(num_blocks=12, block_size=8, max_num_batched_tokens=24)
+    rids = [e.add_request(prompt_of(rng, 5, 40), SamplingParams(temperature=1.0, max_tokens=int(rng.integers(5, 40)),
+                                                                n=int(rng.integers(1, 3)), ignore_eos=True))
+            for _ in range(16)]
+    states = set()
+    for step in range(400):
+        if not e.has_unfinished():
+            break
+        e.step()
+        if rng.random() < 0.3:
+            rid = rids[int(rng.integers(len(rids)))]
+            for s in e.seqs_by_request.get(rid, []):
+                states.add("preempted" if s.num_preemptions and s.status == SequenceStatus.WAITING else s.status.value)
+            e.abort(rid)
+    assert not e.has_unfinished()
+    assert {"running", "waiting"} <= states, f"aborts only hit {states}"
+    e.block_manager.assert_all_free()
+    p = prompt_of(rng)
+    ref = make_engine(num_blocks=64).generate([p], SamplingParams(temperature=0, max_tokens=8))
+    assert e.generate([p], SamplingParams(temperature=0, max_tokens=8))[0][0].token_ids == ref[0][0].token_ids
