@@ -29,3 +29,17 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int,
     for i in range(0, len(x), batch_size):
         idx = order[i:i + batch_size]
         yield x[idx], y[idx]
+
+
+def random_shift(x: np.ndarray, rng: np.random.Generator, max_shift: int = 1) -> np.ndarray:
+    """Data augmentation: each 8×8 image (rows of 64) moved by up to ``max_shift`` pixels
+    in each direction, zero-filled (D2L §14.1 "Image Augmentation")."""
+    images = x.reshape(-1, 8, 8)
+    pad = max_shift
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad)))
+    dy = rng.integers(0, 2 * pad + 1, len(x))
+    dx = rng.integers(0, 2 * pad + 1, len(x))
+    rows = dy[:, None] + np.arange(8)[None, :]           # (n, 8)
+    cols = dx[:, None] + np.arange(8)[None, :]
+    out = padded[np.arange(len(x))[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return out.reshape(x.shape)

@@ -189,7 +189,7 @@ class CNN(Module):
     """A small LeNet-style network for 8×8 digits (LeCun et al. 1998; D2L §7.6):
     [conv3×3 → ReLU → max-pool 2] × 2 → linear.  Accepts (N, 64) or (N, 1, 8, 8)."""
 
-    def __init__(self, channels: tuple[int, int] = (16, 32), classes: int = 10, seed: int = 0,
+    def __init__(self, channels: tuple[int, int] = (32, 64), classes: int = 10, seed: int = 0,
                  dtype=np.float64):
         rng = np.random.default_rng(seed)
         c1, c2 = channels

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data import batches
+from .data import batches, load_digits_split, random_shift
 from .functional import cross_entropy
-from .modules import Module, predict
-from .optim import Optimizer
+from .modules import CNN, MLP, Module, predict
+from .optim import SGD, Adam, Optimizer, WarmupCosine
 from .tensor import Tensor
 
 
@@ -24,10 +24,10 @@ def accuracy(model: Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def fit(model: Module, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *, epochs: int,
         batch_size: int = 64, seed: int = 0, schedule=None, x_test=None, y_test=None,
-        progress: str | None = None) -> History:
+        augment=None, progress: str | None = None) -> History:
     """Train ``model`` with cross-entropy for ``epochs`` passes over (x, y).  ``schedule``
     (e.g. :class:`~mlsys_labs.nn.optim.WarmupCosine`) is stepped after every optimizer
-    step; ``progress`` names a tqdm bar (None: no bar)."""
+    step; ``augment(x_batch, rng)`` transforms each training batch; ``progress`` names a tqdm bar (None: no bar)."""
     rng = np.random.default_rng(seed)
     history = History()
     epochs_iter = range(epochs)
@@ -39,6 +39,8 @@ def fit(model: Module, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *, ep
     for _ in epochs_iter:
         total, count = 0.0, 0
         for xb, yb in batches(x, y, batch_size, rng):
+            if augment is not None:
+                xb = augment(xb, rng)
             loss = cross_entropy(model(Tensor(xb)), yb)
             optimizer.zero_grad()
             loss.backward()
@@ -57,3 +59,34 @@ def fit(model: Module, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *, ep
                 postfix["test acc"] = f"{history.test_accuracy[-1]:.3f}"
             epochs_iter.set_postfix(postfix)
     return history
+
+
+# ------------------------------------------------------------------- the two recipes
+# Digits is small (1,437 training images): ±1-pixel shifts (``random_shift``) are what
+# lift both models over their targets; measured spread over seeds is in the README.
+
+def train_mlp(seed: int = 0, epochs: int = 30, progress: str | None = None):
+    """MLP 64-256-128-10, SGD (momentum 0.9, weight decay 1e-4), warm-up + cosine, batch
+    32, shifted digits.  Returns (model, history, test accuracy)."""
+    x_train, y_train, x_test, y_test = load_digits_split(seed=0)
+    model = MLP([64, 256, 128, 10], seed=seed)
+    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    steps = epochs * -(-len(x_train) // 32)
+    history = fit(model, optimizer, x_train, y_train, epochs=epochs, batch_size=32, seed=seed,
+                  schedule=WarmupCosine(optimizer, steps, warmup_steps=20), augment=random_shift,
+                  x_test=x_test if progress else None, y_test=y_test, progress=progress)
+    return model, history, accuracy(model, x_test, y_test)
+
+
+def train_cnn(seed: int = 0, epochs: int = 20, progress: str | None = None):
+    """CNN (conv 32 → pool → conv 64 → pool → linear) in float32, Adam 3e-3, warm-up +
+    cosine, batch 64, shifted digits.  Returns (model, history, test accuracy)."""
+    x_train, y_train, x_test, y_test = load_digits_split(seed=0)
+    x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
+    model = CNN(channels=(32, 64), seed=seed, dtype=np.float32)
+    optimizer = Adam(model.parameters(), lr=3e-3)
+    steps = epochs * -(-len(x_train) // 64)
+    history = fit(model, optimizer, x_train, y_train, epochs=epochs, batch_size=64, seed=seed,
+                  schedule=WarmupCosine(optimizer, steps, warmup_steps=20), augment=random_shift,
+                  x_test=x_test if progress else None, y_test=y_test, progress=progress)
+    return model, history, accuracy(model, x_test, y_test)

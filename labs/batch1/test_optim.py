@@ -1,0 +1,87 @@
+"""Optimizers and the schedule against torch.optim on the same parameters and the same
+sequence of random gradients, and the initializers' statistics against torch.nn.init."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mlsys_labs.common.tolerance import assert_close
+from mlsys_labs.nn import SGD, Adam, AdamW, Tensor, WarmupCosine
+from mlsys_labs.nn import init
+
+OPTIMIZERS = {
+    "sgd": (lambda p: SGD(p, lr=0.1), lambda p: torch.optim.SGD(p, lr=0.1)),
+    "sgd_momentum_weight_decay": (lambda p: SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01),
+                                  lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=0.01)),
+    "adam": (lambda p: Adam(p, lr=0.01), lambda p: torch.optim.Adam(p, lr=0.01)),
+    "adam_l2": (lambda p: Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1),
+                lambda p: torch.optim.Adam(p, lr=0.01, betas=(0.8, 0.99), weight_decay=0.1)),
+    "adamw": (lambda p: AdamW(p, lr=0.01, weight_decay=0.1),
+              lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.1)),
+}
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_matches_torch(name, rng):
+    make_ours, make_theirs = OPTIMIZERS[name]
+    shapes = [(3, 4), (4,), (2, 3, 2)]
+    start = [rng.standard_normal(s) for s in shapes]
+    ours = [Tensor(a.copy(), requires_grad=True) for a in start]
+    theirs = [torch.tensor(a, requires_grad=True) for a in start]
+    opt, t_opt = make_ours(ours), make_theirs(theirs)
+    for step in range(6):
+        for p, tp in zip(ours, theirs):
+            g = rng.standard_normal(p.shape)
+            p.grad, tp.grad = g.copy(), torch.tensor(g)
+        opt.step()
+        t_opt.step()
+        for i, (p, tp) in enumerate(zip(ours, theirs)):
+            assert_close(p.data, tp, dtype="float64", scale=100, what=f"{name} step {step + 1} parameter {i}")
+    opt.zero_grad()
+    assert all(p.grad is None for p in ours)
+
+
+@pytest.mark.points(1)
+def test_warmup_cosine_schedule_matches_torch(rng):
+    total, warmup = int(rng.integers(20, 60)), int(rng.integers(2, 10))
+    base, floor = float(rng.uniform(0.01, 1.0)), float(rng.uniform(0.0, 0.005))
+    opt = SGD([Tensor(np.zeros(1), requires_grad=True)], lr=base)
+    schedule = WarmupCosine(opt, total, warmup_steps=warmup, min_lr=floor)
+    t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    t_sched = torch.optim.lr_scheduler.SequentialLR(t_opt, [
+        torch.optim.lr_scheduler.LinearLR(t_opt, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup),
+        torch.optim.lr_scheduler.CosineAnnealingLR(t_opt, T_max=total - warmup, eta_min=floor)],
+        milestones=[warmup])
+    for step in range(total + 1):
+        assert math.isclose(opt.lr, t_opt.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12), \
+            f"step {step}: lr {opt.lr} vs torch {t_opt.param_groups[0]['lr']}"
+        t_opt.step()
+        t_sched.step()
+        schedule.step()
+
+
+INITS = {
+    "kaiming_normal": (lambda s, r: init.kaiming_normal(s, r), lambda t: torch.nn.init.kaiming_normal_(t, nonlinearity="relu")),
+    "kaiming_uniform": (lambda s, r: init.kaiming_uniform(s, r), lambda t: torch.nn.init.kaiming_uniform_(t, nonlinearity="relu")),
+    "xavier_normal": (lambda s, r: init.xavier_normal(s, r), torch.nn.init.xavier_normal_),
+    "xavier_uniform": (lambda s, r: init.xavier_uniform(s, r), torch.nn.init.xavier_uniform_),
+}
+
+
+@pytest.mark.points(0.5)
+@pytest.mark.parametrize("name", list(INITS))
+def test_initializer_statistics_match_torch(name, rng):
+    """Same shape (out, in, kh, kw), same std and range as torch.nn.init, within sampling error."""
+    ours_fn, theirs_fn = INITS[name]
+    shape = (int(rng.integers(64, 128)), int(rng.integers(8, 32)), 3, 3)
+    ours = ours_fn(shape, rng)
+    theirs = theirs_fn(torch.empty(shape, dtype=torch.float64)).numpy()
+    assert ours.shape == shape
+    assert abs(ours.mean()) < 4 * theirs.std() / math.sqrt(ours.size), f"{name}: mean {ours.mean()} is not ~0"
+    assert abs(ours.std() / theirs.std() - 1) < 0.05, f"{name}: std {ours.std():.5f} vs torch {theirs.std():.5f}"
+    if "uniform" in name:
+        assert abs(np.abs(ours).max() / np.abs(theirs).max() - 1) < 0.02, f"{name}: range differs from torch's"
