@@ -200,15 +200,19 @@ def create_app(aengine: AsyncEngine, model_name: str):
 
         texts, reasons, completion_tokens, done = [""] * n, [None] * n, 0, 0
         try:
+            last_check = time.monotonic()
             while done < n:
-                get = asyncio.ensure_future(q.get())
-                while not get.done():
-                    await asyncio.wait([get], timeout=0.1)
-                    if not get.done() and await request.is_disconnected():
-                        get.cancel()
+                try:
+                    out = await asyncio.wait_for(q.get(), timeout=0.1)
+                except asyncio.TimeoutError:
+                    out = None
+                if time.monotonic() - last_check >= 0.1:      # outputs may arrive every step: poll on a clock
+                    last_check = time.monotonic()
+                    if await request.is_disconnected():
                         aengine.abort(rid)
                         return JSONResponse({"error": {"message": "client disconnected"}}, status_code=499)
-                out = get.result()
+                if out is None:
+                    continue
                 if isinstance(out, APIError):
                     return error_response(out)
                 if out.error:
