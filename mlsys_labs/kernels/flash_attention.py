@@ -25,7 +25,8 @@ Exponentials use exp2 with log2(e) folded into the scale (one multiply fewer per
 Cost, B·H heads, N tokens, head dim d, b bytes per element:
   forward  flops = 4·B·H·N²·d (two matmuls; half of it when causal);
            fewest bytes = 4·B·H·N·d·b (read Q, K, V, write O) + 4·B·H·N (the fp32 LSE)
-  backward flops = 2.5 × forward (five N×N×d matmuls, S recomputed; ×3.5/2 with S twice here);
+  backward flops = 2.5 × forward by convention (five N×N×d matmuls); the two kernels here execute
+           seven (S and dP in both), 3.5 × forward;
            fewest bytes = 8·B·H·N·d·b (read Q, K, V, O, dO; write dQ, dK, dV) + 8·B·H·N
 Intensity ≈ N flops/byte for d = 128, bf16: compute bound for every N that matters.
 """
