@@ -38,6 +38,7 @@ def test_cost_model_orders_the_steps():
 @pytest.mark.points(1)
 def test_roofline_plot_is_written(tmp_path):
     ceil = {"peak_flops_fp32": 1e11, "blas_flops_fp32": 1.2e11, "bandwidth_bytes": 2e10, "threads": 1}
-    pts = [{"label": "naive", "intensity": 0.03, "gflops": 0.5}, {"label": "packed", "intensity": 48, "gflops": 60}]
+    pts = [{"label": v, "intensity": roofline.arithmetic_intensity(v, 256, 256, 256, 4), "gflops": g}
+           for v, g in (("naive", 0.5), ("loop_order", 8.0), ("packed", 60.0))]
     path = roofline.plot_roofline(pts, ceil, tmp_path / "roof.png")
     assert path.exists() and path.stat().st_size > 5000

@@ -96,6 +96,7 @@ def test_out_parameter(name, rng):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("name", ["naive", "loop_order", "blocked_default", "packed_default", "threaded"])
 def test_clear_errors(name, rng):
+    """Wrong calls raise before any kernel runs; a right one computes."""
     f = VARIANTS[name]
     a32 = random_matrix(rng, (3, 4), np.float32)
     with pytest.raises(ValueError, match="inner dimensions"):
@@ -110,6 +111,8 @@ def test_clear_errors(name, rng):
         f(a32, random_matrix(rng, (4, 2), np.float32), out=np.empty((2, 3), np.float32))
     with pytest.raises(TypeError, match="out has dtype"):
         f(a32, random_matrix(rng, (4, 2), np.float32), out=np.empty((3, 2), np.float64))
+    b32 = random_matrix(rng, (4, 2), np.float32)     # and the valid call next to them works
+    assert_matmul_close(f(a32, b32), a32, b32, what=f"{name} after the error cases")
 
 
 @pytest.mark.points(2)

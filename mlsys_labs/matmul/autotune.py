@@ -54,6 +54,14 @@ def time_config(config: BlockConfig, a: np.ndarray, b: np.ndarray, out: np.ndarr
     # END SOLUTION
 
 
+def search(configs, a: np.ndarray, b: np.ndarray, out: np.ndarray, repeats: int) -> tuple[float, BlockConfig]:
+    """(seconds, config) of the fastest of ``configs``, each timed with :func:`time_config`."""
+    # BEGIN SOLUTION hint: time every config with time_config(cfg, a, b, out, repeats) and return the (seconds, config) with the least seconds
+    timings = [(time_config(cfg, a, b, out, repeats), cfg) for cfg in configs]
+    return min(timings, key=lambda tc: tc[0])
+    # END SOLUTION
+
+
 def autotune(dtype=np.float32, space: dict | None = None, n: int = 480, repeats: int = 3,
              cache_path: Path | None = None, refresh: bool = False, progress: bool = False) -> BlockConfig:
     """The fastest BlockConfig in ``space`` for n x n x n ``dtype`` matmuls on this machine.
@@ -77,10 +85,9 @@ def autotune(dtype=np.float32, space: dict | None = None, n: int = 480, repeats:
         from tqdm import tqdm
 
         configs = tqdm(configs, desc=f"autotune {dtype.name} n={n}")
-    timings = [(time_config(cfg, a, b, out, repeats), cfg) for cfg in configs]
-    best_time, best = min(timings, key=lambda tc: tc[0])
+    best_time, best = search(configs, a, b, out, repeats)
     cache[key] = {"config": asdict(best), "seconds": best_time, "gflops": 2.0 * n**3 / best_time / 1e9,
-                  "tried": len(timings), "when": time.time()}
+                  "tried": len(configs), "when": time.time()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cache, indent=1, sort_keys=True))
     return best

@@ -101,6 +101,7 @@ def ijk_stream(n, itemsize):
 @njit(cache=True)
 def ikj_stream(n, itemsize):
     """ikj_kernel: A[i, k] once per (i, k); then B[k, j] and C[i, j] per inner step."""
+    # BEGIN SOLUTION hint: as ijk_stream with the loops i, k, j: A[i, k] before the j loop, then B[k, j] and C[i, j] per step
     a0, b0, c0 = 0, n * n * itemsize, 2 * n * n * itemsize
     out = np.empty(2 * n * n * n + n * n, dtype=np.int64)
     t = 0
@@ -113,11 +114,13 @@ def ikj_stream(n, itemsize):
                 out[t + 1] = c0 + (i * n + j) * itemsize
                 t += 2
     return out
+    # END SOLUTION
 
 
 @njit(cache=True)
 def blocked_stream(n, itemsize, tile):
     """blocked_kernel with square tiles: loops j0, k0, i0 over tiles, i-k-j inside."""
+    # BEGIN SOLUTION hint: the loops of blocked_kernel with TB_M = TB_K = TB_N = tile; A[i, k] once per (ii, kk), B and C per jj
     a0, b0, c0 = 0, n * n * itemsize, 2 * n * n * itemsize
     n_tiles = (n + tile - 1) // tile
     out = np.empty(2 * n * n * n + n * n * n_tiles, dtype=np.int64)   # A[i, k] once per (i, k, j0)
@@ -137,6 +140,7 @@ def blocked_stream(n, itemsize, tile):
                             out[t + 1] = c0 + ((i0 + ii) * n + j0 + jj) * itemsize
                             t += 2
     return out
+    # END SOLUTION
 
 
 def miss_table(n: int = 64, itemsize: int = 8, cache: CacheConfig | None = None, tile: int = 16) -> dict:

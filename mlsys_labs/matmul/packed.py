@@ -193,6 +193,7 @@ def micro_kernel_4x4(kc, a_sliver, b_sliver, tile):
 def micro_kernel_2x8(kc, a_sliver, b_sliver, tile):
     """The 2 x 8 shape of the same kernel (an alternative the autotuner may pick):
     2 + 8 loads per 16 multiply-adds instead of 4 + 4."""
+    # BEGIN SOLUTION hint: as micro_kernel_4x4 with 2 rows of A~ (a0, a1) and 8 rows of B~ (b0..b7): 16 accumulators s00..s17
     zero = tile.dtype.type(0)
     s00 = s01 = s02 = s03 = s04 = s05 = s06 = s07 = zero
     s10 = s11 = s12 = s13 = s14 = s15 = s16 = s17 = zero
@@ -239,6 +240,7 @@ def micro_kernel_2x8(kc, a_sliver, b_sliver, tile):
     tile[1, 5] = s15
     tile[1, 6] = s16
     tile[1, 7] = s17
+    # END SOLUTION
 
 
 @njit(cache=True)

@@ -111,9 +111,11 @@ def blas_flops(dtype=np.float32, threads: int = 1, n: int = 1536, repeats: int =
 @njit(cache=True, parallel=True)
 def stream_triad(a, b, c, scalar, reps):
     """STREAM triad, ``reps`` times: a = b + scalar * c."""
+    # BEGIN SOLUTION hint: reps times, a prange over i: a[i] = b[i] + scalar * c[i]
     for _ in range(reps):
         for i in prange(a.shape[0]):
             a[i] = b[i] + scalar * c[i]
+    # END SOLUTION
 
 
 def triad_bandwidth(n_elements: int = 16 * 2**20, threads: int = 1, repeats: int = 3, sweeps: int = 1) -> float:
@@ -176,6 +178,7 @@ def bytes_moved(variant: str, m: int, n: int, k: int, itemsize: int,
 
     Never below the compulsory traffic s (m k + k n + m n); see the module docstring.
     """
+    # BEGIN SOLUTION hint: the formulas of the module docstring per variant, never below the compulsory s (mk + kn + mn)
     s = itemsize
     compulsory = s * (m * k + k * n + m * n)
     fits = compulsory <= cache_bytes
@@ -195,6 +198,7 @@ def bytes_moved(variant: str, m: int, n: int, k: int, itemsize: int,
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return float(max(traffic, compulsory))
+    # END SOLUTION
 
 
 def arithmetic_intensity(variant: str, m: int, n: int, k: int, itemsize: int, **kw) -> float:
