@@ -1,0 +1,89 @@
+"""Launching torchrun from the tests: a free port, a timeout, every process stopped."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Launch:
+    returncode: int | None
+    output: str
+    seconds: float
+    timed_out: bool
+
+    def tail(self, n: int = 6000) -> str:
+        return f"--- torchrun output (last {n} characters) ---\n{self.output[-n:]}"
+
+
+def torchrun(nproc: int, target: list[str], timeout: float) -> Launch:
+    """``torchrun --nproc_per_node nproc TARGET...`` on a free port; killed (whole group) on exit."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *target]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    timed_out = False
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the agent's workers too, whatever happened
+        except ProcessLookupError:
+            pass
+    return Launch(proc.returncode, out or "", time.monotonic() - t0, timed_out)
+
+
+@pytest.fixture(scope="session")
+def lab6_seed() -> int:
+    """One seed for the launched runs, derived from the session seed (``--seed`` reproduces it)."""
+    from mlsys_labs.common.rng import derive_seed
+    from mlsys_labs.grading import pytest_plugin
+
+    return derive_seed(pytest_plugin._SESSION_SEED or 0, "lab6") % 100_000
+
+
+def _worker_results(nproc: int, seed: int, tmp: Path, timeout: float):
+    import torch
+
+    launch = torchrun(nproc, [str(HERE / "dist_worker.py"), str(tmp), str(seed)], timeout)
+    path = tmp / "rank0.pt"
+    results = torch.load(path, weights_only=False) if path.exists() else None
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) if (tmp / f"rank{r}.pt").exists() else None
+             for r in range(nproc)]
+    return launch, results, ranks
+
+
+@pytest.fixture(scope="session")
+def run2(tmp_path_factory, lab6_seed):
+    """Every case at 2 ranks (one torchrun launch)."""
+    return _worker_results(2, lab6_seed, tmp_path_factory.mktemp("lab6_n2"), timeout=150)
+
+
+@pytest.fixture(scope="session")
+def run4(tmp_path_factory, lab6_seed):
+    """The 4-rank cases (one torchrun launch; 4 processes share the cores: tiny model)."""
+    return _worker_results(4, lab6_seed, tmp_path_factory.mktemp("lab6_n4"), timeout=180)

@@ -1,0 +1,147 @@
+"""Shared by the graded tests and the worker they launch under torchrun: the tiny model,
+the cases, the single-process PyTorch reference and one sharded training run.
+
+The model is deliberately tiny (d_model 9, 2 blocks, 16 characters of context): 4 ranks
+share 2 cores in the tests.  d_model = 9 makes every block 1089 parameters, so the units
+do not divide by 2 or 4 and the padding paths run.
+"""
+from __future__ import annotations
+
+import torch
+
+from mlsys_labs.zero import CharText, GPTConfig, global_batch, load_text, rank_slice
+from mlsys_labs.zero.model import build_model
+
+STEPS = 20
+BATCH = 8          # global batch (sequences); divides by 1, 2, 4 ranks and by 2 micro-batches
+BLOCK = 16
+LR, BETAS, EPS, WD = 1e-2, (0.9, 0.99), 1e-8, 0.1
+CLIP = 0.05        # small enough that clipping is active on most steps
+
+
+def text_ids() -> tuple[torch.Tensor, int]:
+    data = CharText(load_text())
+    return data.split()[0], data.vocab_size
+
+
+def config(vocab: int) -> GPTConfig:
+    return GPTConfig(vocab_size=vocab, block_size=BLOCK, n_layer=2, n_head=3, d_model=9)
+
+
+# name -> options; "mixed" = bf16 compute with fp32 master weights
+CASES = {
+    "stage0": dict(stage=0),
+    "stage1": dict(stage=1),
+    "stage2": dict(stage=2),
+    "stage3": dict(stage=3),
+    "stage0_accum_clip_frozen": dict(stage=0, accum=2, clip=True, freeze=True),
+    "stage1_accum_clip_frozen": dict(stage=1, accum=2, clip=True, freeze=True),
+    "stage2_accum_clip_frozen": dict(stage=2, accum=2, clip=True, freeze=True),
+    "stage3_accum_clip_frozen": dict(stage=3, accum=2, clip=True, freeze=True),
+    "stage1_bf16": dict(stage=1, mixed=True),
+    "stage2_bf16": dict(stage=2, mixed=True),
+    "stage3_bf16": dict(stage=3, mixed=True),
+}
+CASES_AT = {2: list(CASES), 4: ["stage0", "stage1", "stage2", "stage3", "stage3_accum_clip_frozen", "stage3_bf16"]}
+
+
+def fresh_model(case: dict, seed: int, vocab: int):
+    model = build_model(config(vocab), seed)
+    if case.get("freeze"):
+        model.embed.pos.weight.requires_grad_(False)  # a frozen parameter inside a sharded unit
+    return model
+
+
+def reference_run(case: dict, seed: int, ranks: int = 1) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """Single-process PyTorch: the global batch, ``torch.optim.AdamW``, ``clip_grad_norm_``.
+
+    The gradient is formed as the data-parallel run forms it — per rank slice, accumulated
+    over its micro-batches, then summed over ranks in rank order and divided by the number of
+    ranks — so that, run on one thread (as torchrun's workers are), fp32 agrees to rounding
+    (Adam turns a last-bit difference in a near-zero gradient into a visible step).
+
+    Mixed precision (``case["mixed"]``): the model computes in bf16, its fp32 master copies are
+    what AdamW updates (the gradients cast to fp32), and the model is re-cast after each step."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ids, vocab = text_ids()
+        model = fresh_model(case, seed, vocab)
+        params = [p for p in model.parameters() if p.requires_grad]
+        names = [n for n, p in model.named_parameters() if p.requires_grad]
+        if case.get("mixed"):
+            master = [p.detach().clone().requires_grad_(True) for p in params]
+            model.to(torch.bfloat16)
+        else:
+            master = params
+        opt = torch.optim.AdamW(master, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, foreach=False)
+        losses = []
+        for step in range(STEPS):
+            x, y = global_batch(ids, step, BATCH, BLOCK, seed)
+            opt.zero_grad()
+            for p in params:
+                p.grad = None
+            accum, loss, total = case.get("accum", 1), 0.0, None
+            for r in range(ranks):
+                xr, yr = rank_slice(x, r, ranks), rank_slice(y, r, ranks)
+                for xm, ym in zip(xr.chunk(accum), yr.chunk(accum)):
+                    part = model(xm, ym) / accum
+                    part.backward()
+                    loss += part.item() / ranks
+                grads = [p.grad for p in params]
+                total = grads if total is None else [t + g for t, g in zip(total, grads)]
+                for p in params:
+                    p.grad = None
+            for p, t in zip(params, total):
+                p.grad = t / ranks
+            if case.get("mixed"):
+                for m, p in zip(master, params):
+                    m.grad = p.grad.float()
+            if case.get("clip"):
+                torch.nn.utils.clip_grad_norm_(master, CLIP, foreach=False)
+            opt.step()
+            if case.get("mixed"):
+                with torch.no_grad():
+                    for m, p in zip(master, params):
+                        p.copy_(m)
+            losses.append(loss)
+        return losses, {n: m.detach().clone() for n, m in zip(names, master)}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def sharded_run(case: dict, seed: int, comm) -> dict:
+    """The same training on this rank's slice of each global batch with a ZeRO engine."""
+    import torch.distributed as dist
+
+    from mlsys_labs.zero import inventory, make_engine
+
+    ids, vocab = text_ids()
+    model = fresh_model(case, seed, vocab)
+    engine = make_engine(case["stage"], model, comm, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                         param_dtype=torch.bfloat16 if case.get("mixed") else torch.float32,
+                         clip_norm=CLIP if case.get("clip") else None)
+    accum = case.get("accum", 1)
+    losses, step_bytes = [], {}
+    for step in range(STEPS):
+        if step == STEPS - 1:
+            comm.reset()
+        x, y = global_batch(ids, step, BATCH, BLOCK, seed)
+        x, y = rank_slice(x, comm.rank, comm.world), rank_slice(y, comm.rank, comm.world)
+        total = 0.0
+        for k, (xm, ym) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
+            loss = engine(xm, ym) / accum
+            engine.backward(loss, sync=(k == accum - 1))
+            total += loss.item()
+        engine.step()
+        if step == STEPS - 1:
+            step_bytes = dict(comm.sent)
+            inv = inventory(engine)
+        engine.zero_grad()
+        t = torch.tensor([total], dtype=torch.float64)
+        dist.all_reduce(t)
+        losses.append(float(t) / comm.world)
+    params = engine.full_master()
+    return {"losses": losses, "params": params, "bytes": step_bytes, "inventory": inv,
+            "psi": engine.psi, "psi_padded": engine.psi_padded,
+            "units": [(L.numel, L.padded) for L in engine.layouts]}

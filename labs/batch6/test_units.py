@@ -1,0 +1,128 @@
+"""In-process tests: layouts, resharding, AdamW, the formulas, and every stage at world size 1."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlsys_labs.common.tolerance import assert_close, poison_like
+from mlsys_labs.zero import Comm, inventory, make_engine, model_state_formula, comm_bytes_formula
+from mlsys_labs.zero.checkpoint import reshard
+from mlsys_labs.zero.flat import plan_layout
+from mlsys_labs.zero.memory import model_state_bytes
+from mlsys_labs.zero.optim import ShardAdamW
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lab6_cases as C  # noqa: E402
+
+
+@pytest.mark.points(2)
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.tuples(st.integers(1, 7), st.integers(1, 7)), min_size=1, max_size=4),
+       world=st.integers(1, 8), frozen=st.integers(0, 3))
+def test_layout_pads_and_partitions(sizes, world, frozen):
+    """Offsets pack the trainable parameters back to back; padding < N; the N shards tile [0, P)."""
+    module = nn.Sequential(*[nn.Linear(a, b) for a, b in sizes])
+    params = list(module.parameters())
+    if frozen < len(params):
+        params[frozen].requires_grad_(False)
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    layouts = [plan_layout(module, "m", world, r) for r in range(world)]
+    L = layouts[0]
+    numel = sum(p.numel() for p in trainable)
+    assert L.numel == numel
+    assert L.padded % world == 0 and 0 <= L.padded - numel < world, (L.padded, numel, world)
+    expected, off = [], 0
+    for p in trainable:
+        expected.append(off)
+        off += p.numel()
+    assert L.offsets == expected
+    covered = sorted((M.lo, M.hi) for M in layouts)
+    assert covered[0][0] == 0 and covered[-1][1] == L.padded
+    assert all(a[1] == b[0] for a, b in zip(covered, covered[1:])), covered
+
+
+@pytest.mark.points(2)
+@settings(max_examples=30, deadline=None)
+@given(numel=st.integers(1, 200), old=st.integers(1, 6), new=st.integers(1, 6), seed=st.integers(0, 2**31))
+def test_reshard_round_trip(numel, old, new, seed):
+    """Shards saved at N ranks, resharded to M, concatenate back to the same vector."""
+    g = torch.Generator().manual_seed(seed)
+    full = torch.randn(numel, generator=g, dtype=torch.float64)
+    shard = -(-numel // old)
+    padded = torch.cat([full, torch.zeros(shard * old - numel, dtype=full.dtype)])
+    pieces = list(padded.split(shard))
+    out = [reshard(pieces, numel, new, r) for r in range(new)]
+    assert len({o.numel() for o in out}) == 1, "every new rank must get the same shard size"
+    assert_close(torch.cat(out)[:numel], full, what=f"reshard {old} -> {new} ranks")
+    assert torch.all(torch.cat(out)[numel:] == 0), "padding must be zeros"
+
+
+@pytest.mark.points(2)
+def test_adamw_matches_torch(rng):
+    """ShardAdamW on a flat vector = torch.optim.AdamW(foreach=False) element for element."""
+    x0 = torch.from_numpy(rng.standard_normal(37)).float()
+    grads = [torch.from_numpy(rng.standard_normal(37)).float() for _ in range(5)]
+    ref = x0.clone().requires_grad_(True)
+    opt = torch.optim.AdamW([ref], lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1, foreach=False)
+    ours = x0.clone()
+    m, v = poison_like(ours).zero_(), torch.zeros_like(ours)
+    adam = ShardAdamW(lr=1e-2, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.1)
+    for g in grads:
+        ref.grad = g.clone()
+        opt.step()
+        adam.step([ours], [g.clone()], [m], [v])
+    assert_close(ours, ref.detach(), rtol=1e-6, atol=1e-7, what="AdamW parameters")
+    assert_close(m, opt.state[ref]["exp_avg"], rtol=1e-6, atol=1e-9, what="exp_avg")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("mixed", [False, True])
+def test_model_state_formulas(mixed, rng):
+    """ZeRO Figure 1: bytes per rank of parameters + gradients + optimizer states."""
+    psi, n = int(rng.integers(1000, 10**6)), int(rng.integers(2, 64))
+    p, g, k = (2, 2, 12) if mixed else (4, 4, 8)
+    table = {0: 16 * psi, 1: (p + g) * psi + k * psi / n, 2: p * psi + (g + k) * psi / n, 3: 16 * psi / n}
+    for stage, want in table.items():
+        assert model_state_formula(stage, psi, n, mixed) == pytest.approx(want, rel=1e-12), stage
+    for stage, factor in ((0, 2), (1, 2), (2, 2), (3, 3)):
+        assert comm_bytes_formula(stage, psi, n, 2 if mixed else 4) == pytest.approx(
+            factor * (n - 1) / n * psi * (2 if mixed else 4), rel=1e-12)
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+def test_each_stage_at_world_size_one(stage, seed):
+    """At N = 1 every engine is plain training: loss and parameters equal PyTorch's, memory = 16Ψ."""
+    case = {"stage": stage}
+    ref_losses, ref_params = C.reference_run(case, seed, ranks=1)
+    ids, vocab = C.text_ids()
+    model = C.fresh_model(case, seed, vocab)
+    comm = Comm()
+    engine = make_engine(stage, model, comm, lr=C.LR, betas=C.BETAS, eps=C.EPS, weight_decay=C.WD,
+                         clip_norm=None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = []
+        for step in range(C.STEPS):
+            x, y = C.global_batch(ids, step, C.BATCH, C.BLOCK, seed)
+            loss = engine(x, y)
+            engine.backward(loss)
+            engine.step()
+            if step == C.STEPS - 1:
+                inv = inventory(engine)
+            engine.zero_grad()
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
+    assert_close(torch.tensor(losses), torch.tensor(ref_losses), rtol=1e-6, atol=0, what=f"stage {stage} losses")
+    got = engine.full_master()
+    for name, ref in ref_params.items():
+        assert_close(got[name], ref, rtol=1e-6, atol=1e-6, what=f"stage {stage} {name}")
+    assert model_state_bytes(inv) == 16 * engine.psi_padded, inv
