@@ -85,8 +85,11 @@ else:
 
 
 def _check_operands(a, w):
-    check_tensor("a", a, dtypes=(torch.int8,), ndim=2)
-    check_tensor("w", w, dtypes=(torch.int8,), ndim=2)
+    for name, t in (("a", a), ("w", w)):
+        check_tensor(name, t, dtypes=(torch.int8,), ndim=2, contiguous=False)
+        if t.stride(1) != 1:
+            raise ValueError(f"int8 matmul: {name} must be contiguous along K (stride(1) == 1), got strides "
+                             f"{t.stride()}; rows may be strided")
     if a.shape[1] != w.shape[1]:
         raise ValueError(f"int8 matmul: a is {tuple(a.shape)} (M, K) but w is {tuple(w.shape)}; "
                          "w must be (N, K) like nn.Linear.weight")
