@@ -141,9 +141,11 @@ class Deployment:
                              timeout=timeout_s)
         (self.workdir / "flwr-run.log").write_text(out.stdout + out.stderr)
         self.logs["flwr-run"] = self.workdir / "flwr-run.log"
-        if not results.exists():
-            raise RuntimeError(f"flwr run ended (exit {out.returncode}) without a history\n" + self.log_tail())
-        return json.loads(results.read_text())
+        history = json.loads(results.read_text()) if results.exists() else {}
+        if "rounds" not in history:
+            raise RuntimeError(f"flwr run ended (exit {out.returncode}) without a history\n"
+                               + history.get("error", "") + "\n" + self.log_tail())
+        return history
 
     def log_tail(self, chars: int = 3000) -> str:
         """The end of every process's log (for error messages)."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import traceback
 
 import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
@@ -61,14 +62,18 @@ def discover_clients(grid: Grid, cfg: FedConfig, wait_s: float = 120.0) -> dict[
     content = RecordDict({"config": ConfigRecord(_client_config(cfg))})
     messages = [Message(content=content, message_type=MessageType.QUERY, dst_node_id=node)
                 for node in grid.get_node_ids()]
-    clients = {}
+    clients, errors = {}, []
     for reply in grid.send_and_receive(messages):
         if reply.has_error():
+            errors.append(reply.error.reason)
             continue
         m = reply.content["metrics"]
         clients[int(m["partition-id"])] = {"node-id": reply.metadata.src_node_id,
                                            "num-examples": int(m["num-examples"]),
                                            "full-steps": int(m["full-steps"])}
+    if len(clients) < cfg.min_clients:
+        raise RuntimeError(f"only {len(clients)} of {len(messages)} clients answered the query; "
+                           f"their errors:\n" + "\n".join(errors[:3]))
     return clients
 
 
@@ -130,6 +135,14 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
             "weights_digest": weights_digest(weights)}
 
 
+def rounds_to_accuracy(history: dict, target: float) -> int | None:
+    """The first round whose test accuracy reaches ``target`` (None if none did)."""
+    for r in history["rounds"]:
+        if r["accuracy"] >= target:
+            return r["round"]
+    return None
+
+
 def make_server_app(cfg: FedConfig, sink: dict) -> ServerApp:
     """A ServerApp running :func:`run_federation` with ``cfg``; the history lands in ``sink``."""
     server = ServerApp()
@@ -148,7 +161,13 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     """Deployment entry point (``flwr run``): settings from the run config, history to JSON."""
     cfg = FedConfig.from_run_config(context.run_config)
-    history = run_federation(grid, cfg)
-    if cfg.results_path:
-        with open(cfg.results_path, "w") as f:
-            json.dump(history, f, indent=1)
+    history: dict = {"error": "the ServerApp was interrupted"}
+    try:
+        history = run_federation(grid, cfg)
+    except Exception:  # the caller of `flwr run` only sees this file: say what went wrong
+        history = {"error": traceback.format_exc()}
+        raise
+    finally:
+        if cfg.results_path:
+            with open(cfg.results_path, "w") as f:
+                json.dump(history, f, indent=1)

@@ -1,0 +1,164 @@
+"""The math without any engine: aggregation, server optimizers, FedProx's term, DP."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mlsys_labs.common.tolerance import assert_close
+from mlsys_labs.federated.model import DigitsMLP, get_weights, new_model, set_weights
+from mlsys_labs.federated.privacy import add_gaussian_noise, clip_update, global_norm, privatize
+from mlsys_labs.federated.strategies import FedAdam, FedAvg, FedAvgM, FedProx, weighted_average
+from mlsys_labs.federated.train import proximal_term, train_local
+
+
+def _random_weights(rng, scale=1.0):
+    return {"fc1.weight": rng.standard_normal((64, 64)) * scale, "fc1.bias": rng.standard_normal(64) * scale,
+            "fc2.weight": rng.standard_normal((10, 64)) * scale, "fc2.bias": rng.standard_normal(10) * scale}
+
+
+@pytest.mark.points(2)
+def test_weighted_average_matches_flower(rng):
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from mlsys_labs.federated.model import to_record
+
+    results = [(_random_weights(rng), int(rng.integers(5, 300))) for _ in range(int(rng.integers(2, 7)))]
+    ours = weighted_average(results)
+    # reference 1: Flower's own FedAvg aggregation over Message contents
+    contents = [RecordDict({"arrays": to_record(w), "metrics": MetricRecord({"num-examples": n})})
+                for w, n in results]
+    flower: ArrayRecord = aggregate_arrayrecords(contents, "num-examples")
+    for k in ours:
+        assert_close(ours[k], flower[k].numpy(), dtype="float64", scale=100, what=f"FedAvg {k} vs Flower")
+    # reference 2: numpy, float64
+    n = np.array([c for _, c in results], dtype=np.float64)
+    for k in ours:
+        ref = np.tensordot(n / n.sum(), np.stack([w[k] for w, _ in results]), axes=1)
+        assert_close(ours[k], ref, dtype="float64", scale=100, what=f"FedAvg {k}")
+    assert_close(FedAvg().aggregate(_random_weights(rng), results)["fc2.bias"], ours["fc2.bias"], dtype="float64")
+    assert_close(FedProx().aggregate(_random_weights(rng), results)["fc2.bias"], ours["fc2.bias"], dtype="float64")
+
+
+@pytest.mark.points(2)
+def test_fedavgm_is_sgd_momentum_on_the_pseudo_gradient(rng):
+    """FedAvgM = torch.optim.SGD(momentum=β) stepping on Δ = w_t − avg (Hsu et al. 2019)."""
+    strategy = FedAvgM(server_lr=0.7, momentum=0.9)
+    w = _random_weights(rng)
+    ref = {k: torch.tensor(v, dtype=torch.float64, requires_grad=True) for k, v in w.items()}
+    opt = torch.optim.SGD(ref.values(), lr=0.7, momentum=0.9)
+    for _ in range(4):
+        results = [(_random_weights(rng, 0.5), int(rng.integers(1, 50))) for _ in range(3)]
+        avg = weighted_average(results)
+        for k, p in ref.items():
+            p.grad = p.detach() - torch.as_tensor(avg[k])
+        opt.step()
+        w = strategy.aggregate(w, results)
+    for k in w:
+        assert_close(w[k], ref[k], dtype="float64", scale=100, what=f"FedAvgM {k}")
+
+
+@pytest.mark.points(2)
+def test_fedadam_follows_reddi_et_al(rng):
+    lr, b1, b2, tau = 0.05, 0.9, 0.99, 1e-3
+    strategy = FedAdam(server_lr=lr, beta1=b1, beta2=b2, tau=tau)
+    w = _random_weights(rng)
+    ref = {k: v.copy() for k, v in w.items()}
+    m = {k: 0.0 for k in w}
+    v = {k: 0.0 for k in w}
+    for _ in range(4):
+        results = [(_random_weights(rng, 0.5), int(rng.integers(1, 50))) for _ in range(3)]
+        n = np.array([c for _, c in results], dtype=np.float64)
+        for k in ref:
+            avg = sum(c * r[k] for r, c in zip([r for r, _ in results], n)) / n.sum()
+            delta = avg - ref[k]
+            m[k] = b1 * m[k] + (1 - b1) * delta
+            v[k] = b2 * v[k] + (1 - b2) * delta * delta
+            ref[k] = ref[k] + lr * m[k] / (np.sqrt(v[k]) + tau)
+        w = strategy.aggregate(w, results)
+    for k in w:
+        assert_close(w[k], ref[k], dtype="float64", scale=1000, what=f"FedAdam {k}")
+
+
+@pytest.mark.points(2)
+def test_proximal_term_value_and_gradient(rng):
+    model = new_model(int(rng.integers(1 << 30)))
+    anchor = [p.detach() + torch.as_tensor(rng.standard_normal(p.shape), dtype=torch.float32) for p in model.parameters()]
+    mu = float(rng.uniform(0.05, 2.0))
+    term = proximal_term(model, anchor, mu)
+    ref = 0.5 * mu * sum(float(((p.detach().double() - a.double()) ** 2).sum()) for p, a in zip(model.parameters(), anchor))
+    assert_close(term.detach(), torch.tensor(ref), dtype="float32", what="μ/2‖w − w_t‖²")
+    term.backward()
+    for p, a in zip(model.parameters(), anchor):
+        assert_close(p.grad, mu * (p.detach().double() - a.double()), dtype="float32", what="∇ = μ(w − w_t)")
+
+
+@pytest.mark.points(2)
+def test_local_training_matches_a_plain_torch_loop(rng, seed):
+    """train_local = minibatch SGD on reshuffled epochs (torch.randperm with the seed),
+    loss = cross-entropy + μ/2‖w − w_t‖², for exactly ``steps`` steps (crossing an epoch)."""
+    x = rng.standard_normal((70, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 70)
+    mu, lr, bs, steps = float(rng.uniform(0.1, 1.0)), 0.1, 16, 7   # 5 batches per epoch
+    ours = new_model(seed)
+    ref = new_model(seed)
+    w0 = [p.detach().clone() for p in ref.parameters()]
+    train_local(ours, x, y, steps=steps, batch_size=bs, lr=lr, mu=mu, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    xs, ys = torch.as_tensor(x), torch.as_tensor(y)
+    batches = []
+    while len(batches) < steps:
+        order = torch.randperm(len(ys), generator=gen)
+        batches += [order[i:i + bs] for i in range(0, len(ys), bs)]
+    for b in batches[:steps]:
+        loss = torch.nn.functional.cross_entropy(ref(xs[b]), ys[b])
+        loss = loss + 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(ref.parameters(), w0))
+        grads = torch.autograd.grad(loss, list(ref.parameters()))
+        with torch.no_grad():
+            for p, g in zip(ref.parameters(), grads):
+                p -= lr * g
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
+        assert_close(a, b, dtype="float32", scale=10, what=f"{name} after {steps} steps")
+
+
+@pytest.mark.points(1)
+def test_proximal_term_keeps_clients_near_the_global_model(rng, seed):
+    x = rng.standard_normal((200, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 200)
+    w0 = get_weights(new_model(seed))
+    drift = {}
+    for mu in (0.0, 1.0):
+        model = DigitsMLP()
+        set_weights(model, w0)
+        train_local(model, x, y, steps=40, batch_size=16, lr=0.1, mu=mu, seed=seed)
+        drift[mu] = global_norm({k: get_weights(model)[k] - w0[k] for k in w0})
+    assert drift[1.0] < 0.9 * drift[0.0], f"‖w − w_t‖ with μ=1 vs μ=0: {drift}"
+
+
+@pytest.mark.points(1)
+@settings(max_examples=30, deadline=None)
+@given(scale=st.floats(1e-3, 1e3), clip=st.floats(0.01, 10.0), seed=st.integers(0, 2**31 - 1))
+def test_clipping_bounds_the_norm_and_keeps_the_direction(scale, clip, seed):
+    update = _random_weights(np.random.default_rng(seed), scale)
+    clipped = clip_update(update, clip)
+    norm, new_norm = global_norm(update), global_norm(clipped)
+    assert new_norm <= clip * (1 + 1e-9)
+    expected_scale = min(1.0, clip / norm)
+    for k in update:
+        assert_close(clipped[k], update[k] * expected_scale, dtype="float64", what=f"clipped {k}")
+
+
+@pytest.mark.points(1)
+def test_gaussian_noise_has_the_stated_std(rng):
+    zeros = {"a": np.zeros((300, 300)), "b": np.zeros(20000)}
+    clip, z = float(rng.uniform(0.5, 2.0)), float(rng.uniform(0.5, 2.0))
+    noisy = add_gaussian_noise(zeros, clip, z, np.random.default_rng(int(rng.integers(1 << 30))))
+    sample = np.concatenate([noisy["a"].ravel(), noisy["b"]])
+    assert abs(sample.std() / (z * clip) - 1) < 0.02, f"std {sample.std()} vs z·C = {z * clip}"
+    assert abs(sample.mean()) < 0.02 * z * clip
+    # z = 0: privatize is pure clipping of the update around the global weights
+    g, local = _random_weights(rng), _random_weights(rng)
+    out = privatize(local, g, 1.0, 0.0, rng)
+    delta = {k: out[k] - g[k] for k in g}
+    assert abs(global_norm(delta) - 1.0) < 1e-9

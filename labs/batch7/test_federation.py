@@ -1,0 +1,106 @@
+"""Learning dynamics of the federation, run by the in-process engine (the same ServerApp
+loop and ClientApp as Flower's engines, without Ray's start-up cost)."""
+import numpy as np
+import pytest
+
+from mlsys_labs.common.rng import derive_seed
+from mlsys_labs.federated import FedConfig
+from mlsys_labs.federated.centralized import train_centralized
+from mlsys_labs.federated.server_app import rounds_to_accuracy
+from mlsys_labs.federated.simulation import run_in_process
+
+
+@pytest.mark.points(3)
+def test_fedavg_on_iid_clients_is_within_2_points_of_centralized(seed):
+    seed = seed % 10_000
+    central = train_centralized(epochs=20, seed=seed)["final_accuracy"]
+    fed = run_in_process(FedConfig(num_clients=10, num_rounds=20, local_epochs=5, partitioning="iid",
+                                   seed=seed))
+    gap = central - fed["final_accuracy"]
+    assert gap <= 0.02, (f"centralized {central:.3f} vs FedAvg IID {fed['final_accuracy']:.3f} "
+                         f"(gap {gap:.3f}); per round {[round(r['accuracy'], 3) for r in fed['rounds']]}")
+    assert fed["final_accuracy"] > 0.9
+
+
+@pytest.mark.points(2)
+def test_stronger_label_skew_needs_more_rounds_to_90(seed):
+    """Dirichlet α = 0.1 vs α = 1.0, 3 of 10 clients per round, mean over 3 seeds."""
+    rounds = {0.1: [], 1.0: []}
+    for i in range(3):
+        s = derive_seed(seed, "alpha", i) % 10_000
+        for alpha in rounds:
+            h = run_in_process(FedConfig(num_clients=10, num_rounds=25, fraction=0.3, local_epochs=5,
+                                         partitioning=f"dirichlet:{alpha}", seed=s))
+            rounds[alpha].append(rounds_to_accuracy(h, 0.9) or 26)
+    assert np.mean(rounds[0.1]) > np.mean(rounds[1.0]), f"rounds to 90% by α: {rounds}"
+
+
+@pytest.mark.points(3)
+def test_fedprox_with_stragglers_beats_fedavg_dropping_them(seed):
+    """50% of the clients are stragglers (a fixed half; each round they finish only part of
+    their local work).  FedAvg drops them; FedProx (μ = 0.1) averages their partial work.
+    Pathological split (2 classes per client): dropping clients loses whole classes."""
+    scores = []
+    for i in range(3):
+        s = derive_seed(seed, "stragglers", i) % 10_000
+        common = dict(num_clients=10, num_rounds=15, local_epochs=2, partitioning="classes:2",
+                      straggler_fraction=0.5, seed=s)
+        avg = run_in_process(FedConfig(strategy="fedavg", **common))
+        prox = run_in_process(FedConfig(strategy="fedprox", mu=0.1, **common))
+        assert all(r["dropped_partial"] for r in avg["rounds"]), "FedAvg should drop the stragglers' partial work"
+        assert not any(r["dropped_partial"] for r in prox["rounds"]), "FedProx keeps partial work"
+        scores.append((prox["final_accuracy"], avg["final_accuracy"]))
+    assert all(p >= a for p, a in scores), f"(FedProx, FedAvg) final accuracy per seed: {scores}"
+
+
+@pytest.mark.points(1)
+def test_a_fixed_seed_is_reproducible(seed):
+    cfg = FedConfig(num_clients=5, num_rounds=3, fraction=0.6, partitioning="dirichlet:0.5",
+                    straggler_fraction=0.4, strategy="fedprox", seed=seed % 10_000)
+    a, b = run_in_process(cfg), run_in_process(cfg)
+    assert a["weights_digest"] == b["weights_digest"]
+    assert [r["accuracy"] for r in a["rounds"]] == [r["accuracy"] for r in b["rounds"]]
+    assert [r["sampled"] for r in a["rounds"]] == [r["sampled"] for r in b["rounds"]]
+    c = run_in_process(cfg.replace(seed=cfg.seed + 1))
+    assert c["weights_digest"] != a["weights_digest"], "a different seed gave the same model"
+
+
+@pytest.mark.points(1)
+def test_client_sampling_fraction(seed):
+    h = run_in_process(FedConfig(num_clients=10, num_rounds=4, fraction=0.3, seed=seed % 10_000))
+    sampled = [r["sampled"] for r in h["rounds"]]
+    assert all(len(s) == 3 and len(set(s)) == 3 for s in sampled), sampled
+    assert all(r["aggregated"] == r["sampled"] for r in h["rounds"])
+    assert len({tuple(s) for s in sampled}) > 1, f"the same clients every round: {sampled}"
+
+
+@pytest.mark.points(1)
+def test_a_raising_client_does_not_stop_the_run(seed):
+    h = run_in_process(FedConfig(num_clients=5, num_rounds=3, fail_partitions="1,3", fail_round=2,
+                                 seed=seed % 10_000))
+    r1, r2, r3 = h["rounds"]
+    assert r2["failed"] == 2 and r2["aggregated"] == [0, 2, 4], r2
+    assert "injected fault" in r2["errors"][0]
+    assert r1["aggregated"] == r3["aggregated"] == [0, 1, 2, 3, 4]
+    assert r3["accuracy"] > 0.5
+
+
+@pytest.mark.points(2)
+def test_differential_privacy_still_converges_at_a_cost(seed):
+    s = seed % 10_000
+    base = FedConfig(num_clients=10, num_rounds=15, local_epochs=2, seed=s)
+    plain = run_in_process(base)
+    private = run_in_process(base.replace(clip_norm=1.0, noise_multiplier=0.1))
+    assert private["final_accuracy"] > 0.8, [r["accuracy"] for r in private["rounds"]]
+    assert private["weights_digest"] != plain["weights_digest"], "clipping/noise had no effect"
+    heavy = run_in_process(base.replace(num_rounds=5, clip_norm=0.5, noise_multiplier=2.0))
+    assert heavy["final_accuracy"] < plain["final_accuracy"], "heavy noise should cost accuracy"
+
+
+@pytest.mark.points(1)
+@pytest.mark.hidden
+def test_server_optimizers_converge(seed):
+    for strategy in ("fedavgm", "fedadam"):
+        h = run_in_process(FedConfig(num_clients=10, num_rounds=15, local_epochs=2, strategy=strategy,
+                                     partitioning="dirichlet:1.0", seed=seed % 10_000))
+        assert h["final_accuracy"] > 0.85, f"{strategy}: {[round(r['accuracy'], 3) for r in h['rounds']]}"

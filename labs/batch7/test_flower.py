@@ -1,0 +1,116 @@
+"""Flower's own engines: the simulation engine (Ray) and deployment (real processes)."""
+import os
+from pathlib import Path
+
+import pytest
+
+from mlsys_labs.federated import FedConfig
+from mlsys_labs.federated.simulation import run_flower_simulation, run_in_process
+
+FAULTY = FedConfig(num_clients=4, num_rounds=3, fraction=0.75, fail_partitions="1", fail_round=2,
+                   partitioning="dirichlet:1.0")
+
+
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) descendant processes of ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.fixture(scope="module")
+def flower_run(request):
+    """One Flower simulation (Ray start-up is seconds: shared by the tests below)."""
+    from mlsys_labs.common.rng import derive_seed
+    from mlsys_labs.grading import pytest_plugin
+
+    seed = derive_seed(pytest_plugin._SESSION_SEED, "flower_run") % 10_000
+    cfg = FAULTY.replace(seed=seed)
+    before = set(descendants(os.getpid()))
+    try:
+        history, error = run_flower_simulation(cfg), None
+    except Exception as exc:  # noqa: BLE001 — reported by each test that needs the run
+        history, error = None, exc
+    left = sorted(set(descendants(os.getpid())) - before)
+    return cfg, history, error, left
+
+
+def _need(flower_run):
+    cfg, history, error, _ = flower_run
+    if error is not None:
+        raise AssertionError(f"the Flower simulation failed: {type(error).__name__}: {error}") from error
+    return cfg, history
+
+
+@pytest.mark.points(2)
+@pytest.mark.dist
+def test_flower_simulation_survives_a_raising_client(flower_run):
+    cfg, history = _need(flower_run)
+    r1, r2, r3 = history["rounds"]
+    assert len(r2["sampled"]) == 3
+    if 1 in r2["sampled"]:
+        assert r2["failed"] == 1 and 1 not in r2["aggregated"], r2
+        assert "injected fault" in r2["errors"][0]
+    assert r3["aggregated"] == r3["sampled"] and r3["failed"] == 0
+    assert history["final_accuracy"] > 0.5
+
+
+@pytest.mark.points(2)
+@pytest.mark.dist
+def test_flower_engine_and_in_process_engine_agree_bit_for_bit(flower_run):
+    """Same seed, same ServerApp and ClientApp: Ray workers or this process, same model."""
+    cfg, history = _need(flower_run)
+    local = run_in_process(cfg)
+    assert [r["sampled"] for r in history["rounds"]] == [r["sampled"] for r in local["rounds"]]
+    assert [r["accuracy"] for r in history["rounds"]] == [r["accuracy"] for r in local["rounds"]]
+    assert history["weights_digest"] == local["weights_digest"]
+
+
+@pytest.mark.points(1)
+@pytest.mark.dist
+def test_flower_simulation_leaves_no_ray_process(flower_run):
+    _need(flower_run)
+    left = flower_run[3]
+    assert not left, f"processes left after the simulation: {left}"
+
+
+@pytest.mark.points(3)
+@pytest.mark.dist
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_deployment_with_3_supernodes_runs_and_leaves_nothing(seed):
+    from mlsys_labs.federated.deployment import Deployment, leftover_processes
+
+    cfg = FedConfig(num_clients=3, num_rounds=2, partitioning="iid", seed=seed % 10_000)
+    deployment = Deployment(3)
+    history, error = None, None
+    try:
+        deployment.start()
+        running = leftover_processes(deployment.flwr_home)
+        history = deployment.run(cfg, timeout_s=300)
+    except Exception as exc:  # noqa: BLE001
+        error = exc
+    finally:
+        deployment.stop()
+    left = leftover_processes(deployment.flwr_home)
+    logs = deployment.log_tail(2000)
+    assert error is None, f"deployment failed: {type(error).__name__}: {error}\n{logs}"
+    assert len(running) >= 4, f"expected a SuperLink and 3 SuperNodes running, saw pids {running}"
+    assert not left, f"processes left behind after stop(): {left}\n{logs}"
+    assert [r["round"] for r in history["rounds"]] == [1, 2]
+    assert all(r["aggregated"] == [0, 1, 2] for r in history["rounds"]), history["rounds"]
+    # the deployed run computes exactly what the in-process engine computes
+    assert history["weights_digest"] == run_in_process(cfg)["weights_digest"]
