@@ -47,6 +47,7 @@ def test_sampling_distribution_with_temperature_top_k_top_p(rng, seed):
 
 
 @pytest.mark.points(2)
+@pytest.mark.hidden
 def test_seeded_requests_reproduce_whatever_shares_the_batch(make_engine, rng):
     p = prompt_of(rng)
     sp = SamplingParams(temperature=1.0, top_p=0.9, seed=int(rng.integers(1 << 30)), max_tokens=16, ignore_eos=True)

@@ -65,10 +65,13 @@ def sse_events(response) -> list:
 
 
 @pytest.mark.points(1)
-def test_health_and_models(client):
+def test_health_models_and_a_first_request(client, server):
     assert client.get("/health").status_code == 200
     models = client.get("/v1/models").json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny-llama"]
+    r = client.post("/v1/completions", json={"model": models["data"][0]["id"], "prompt": "Hi", "max_tokens": 3})
+    assert r.status_code == 200, r.text
+    wait_until_idle(server)
 
 
 @pytest.mark.points(2)
@@ -90,7 +93,9 @@ def test_completion_matches_the_offline_engine(client, server, model, rng):
 def test_streaming_sends_sse_chunks_usage_and_done(client, server, rng):
     prompt = "".join(chr(c) for c in rng.integers(97, 123, 10))
     req = {"model": "tiny-llama", "prompt": prompt, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
-    full = client.post("/v1/completions", json=req).json()["choices"][0]["text"]
+    r = client.post("/v1/completions", json=req)
+    assert r.status_code == 200, r.text
+    full = r.json()["choices"][0]["text"]
     with client.stream("POST", "/v1/completions", json={**req, "stream": True}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = sse_events(r)
@@ -108,7 +113,9 @@ def test_chat_completions_plain_and_streaming(client, server):
     req = {"model": "tiny-llama", "messages": [{"role": "system", "content": "Be brief."},
                                                {"role": "user", "content": "Hello!"}],
            "max_tokens": 10, "temperature": 0, "ignore_eos": True}
-    body = client.post("/v1/chat/completions", json=req).json()
+    r = client.post("/v1/chat/completions", json=req)
+    assert r.status_code == 200, r.text
+    body = r.json()
     assert body["object"] == "chat.completion"
     msg = body["choices"][0]["message"]
     assert msg["role"] == "assistant" and body["usage"]["completion_tokens"] == 10
@@ -123,9 +130,12 @@ def test_chat_completions_plain_and_streaming(client, server):
 
 
 @pytest.mark.points(1)
+@pytest.mark.hidden
 def test_n_choices_over_http(client, server):
-    body = client.post("/v1/completions", json={"prompt": "Once upon", "max_tokens": 6, "n": 3, "seed": 7,
-                                                "temperature": 1.0, "ignore_eos": True}).json()
+    r = client.post("/v1/completions", json={"prompt": "Once upon", "max_tokens": 6, "n": 3, "seed": 7,
+                                             "temperature": 1.0, "ignore_eos": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
     assert sorted(c["index"] for c in body["choices"]) == [0, 1, 2]
     assert body["usage"]["completion_tokens"] == 18
     wait_until_idle(server)
@@ -185,12 +195,15 @@ def test_every_bad_input_gets_an_openai_style_400_and_the_engine_keeps_serving(c
                 failures.append(f"{path} {name}: HTTP {r.status_code} {r.text[:120]}")
     assert not failures, "\n".join(failures)
     ok = client.post("/v1/completions", json={"prompt": "still alive?", "max_tokens": 4})
-    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1, ok.text
     wait_until_idle(server)
 
 
 @pytest.mark.points(1)
-def test_unknown_model_is_404(client):
+def test_unknown_model_is_404(client, server):
+    r = client.post("/v1/completions", json={"model": "tiny-llama", "prompt": "known model", "max_tokens": 2})
+    assert r.status_code == 200, r.text
+    wait_until_idle(server)
     for path, body in [("/v1/completions", {"model": "gpt-17", "prompt": "hi"}),
                        ("/v1/chat/completions", {"model": "gpt-17", "messages": [{"role": "user", "content": "hi"}]})]:
         r = client.post(path, json=body)
@@ -208,7 +221,8 @@ def metric_lines(text: str) -> dict:
 
 @pytest.mark.points(2)
 def test_metrics_in_prometheus_format(client, server):
-    client.post("/v1/completions", json={"prompt": "metrics please", "max_tokens": 5, "ignore_eos": True})
+    r = client.post("/v1/completions", json={"prompt": "metrics please", "max_tokens": 5, "ignore_eos": True})
+    assert r.status_code == 200, r.text
     wait_until_idle(server)
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

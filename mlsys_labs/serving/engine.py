@@ -141,6 +141,10 @@ class LLMEngine:
         return outputs
 
     def _fail(self, seq: Sequence, exc: Exception) -> list[RequestOutput]:
+        import sys
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stdout)    # the request fails; its cause goes to the log
         self.metrics.requests_failed += 1
         outs = []
         for s in self.seqs_by_request.pop(seq.request_id, [seq]):

@@ -18,8 +18,10 @@ import asyncio
 import json
 import queue
 import socket
+import sys
 import threading
 import time
+import traceback
 import uuid
 
 from fastapi import FastAPI, Request
@@ -87,6 +89,10 @@ class AsyncEngine:
                 except (RequestRejected, ValueError) as exc:
                     self._post(rid, APIError(400, str(exc)))
                     self.streams.pop(rid, None)
+                except Exception as exc:  # noqa: BLE001
+                    traceback.print_exc(file=sys.stdout)
+                    self._post(rid, APIError(500, f"{type(exc).__name__}: {exc}", type_="server_error"))
+                    self.streams.pop(rid, None)
             else:
                 self.engine.abort(msg[1])
                 self.streams.pop(msg[1], None)
@@ -103,6 +109,7 @@ class AsyncEngine:
             try:
                 outputs = self.engine.step()
             except Exception as exc:  # noqa: BLE001 - the engine must keep serving
+                traceback.print_exc(file=sys.stdout)
                 for rid in list(self.engine.seqs_by_request):
                     self.engine.abort(rid)
                     self._post(rid, APIError(500, f"engine error: {exc}", type_="server_error"))
@@ -125,6 +132,12 @@ def create_app(aengine: AsyncEngine, model_name: str):
 
     def error_response(exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception):
+        """A bug in a handler: 500 with the error named, and its traceback on stdout (test logs)."""
+        traceback.print_exception(exc, file=sys.stdout)
+        return error_response(APIError(500, f"{type(exc).__name__}: {exc}", type_="server_error"))
 
     @app.get("/health")
     async def health():
@@ -184,7 +197,7 @@ def create_app(aengine: AsyncEngine, model_name: str):
                         if out.error:
                             yield f"data: {json.dumps(APIError(500, out.error, type_='server_error').body())}\n\n"
                             break
-                        if out.new_text or out.finished:
+                        if out.new_token_ids or out.finished:     # one chunk per token (ITL), text may be ""
                             piece = {"delta": {"content": out.new_text}} if chat else {"text": out.new_text}
                             yield chunk([{"index": out.index, **piece, "finish_reason": out.finish_reason}])
                     else:

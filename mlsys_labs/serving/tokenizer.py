@@ -30,7 +30,11 @@ class ByteTokenizer:
 
 
 def _complete_prefix_len(buf: bytes) -> int:
-    """Length of the longest prefix of ``buf`` that does not end inside a UTF-8 character."""
+    """Length of the longest prefix of ``buf`` that does not end inside a UTF-8 character.
+
+    UTF-8 (RFC 3629 §3): a lead byte ``0xxxxxxx`` stands alone; ``110xxxxx``, ``1110xxxx``,
+    ``11110xxx`` start 2-, 3- and 4-byte characters; ``10xxxxxx`` continues one."""
+    # BEGIN SOLUTION hint: look back at most 4 bytes for the last lead byte; if its character is not complete, stop before it
     n = len(buf)
     for back in range(1, min(4, n) + 1):
         b = buf[n - back]
@@ -40,6 +44,7 @@ def _complete_prefix_len(buf: bytes) -> int:
             need = 2 if b < 0xE0 else 3 if b < 0xF0 else 4
             return n if back >= need else n - back
     return n                              # stray continuation bytes: let 'replace' handle them
+    # END SOLUTION
 
 
 class IncrementalDecoder:
