@@ -40,25 +40,27 @@ def flower_run(request):
     seed = derive_seed(pytest_plugin._SESSION_SEED, "flower_run") % 10_000
     cfg = FAULTY.replace(seed=seed)
     before = set(descendants(os.getpid()))
+    history, local, error = None, None, None
     try:
-        history, error = run_flower_simulation(cfg), None
+        local = run_in_process(cfg)  # the reference; fails fast (no Ray start) on missing pieces
+        history = run_flower_simulation(cfg)
     except Exception as exc:  # noqa: BLE001 — reported by each test that needs the run
-        history, error = None, exc
+        error = exc
     left = sorted(set(descendants(os.getpid())) - before)
-    return cfg, history, error, left
+    return cfg, history, local, error, left
 
 
 def _need(flower_run):
-    cfg, history, error, _ = flower_run
+    cfg, history, local, error, _ = flower_run
     if error is not None:
         raise AssertionError(f"the Flower simulation failed: {type(error).__name__}: {error}") from error
-    return cfg, history
+    return cfg, history, local
 
 
 @pytest.mark.points(2)
 @pytest.mark.dist
 def test_flower_simulation_survives_a_raising_client(flower_run):
-    cfg, history = _need(flower_run)
+    cfg, history, _ = _need(flower_run)
     r1, r2, r3 = history["rounds"]
     assert len(r2["sampled"]) == 3
     if 1 in r2["sampled"]:
@@ -72,8 +74,7 @@ def test_flower_simulation_survives_a_raising_client(flower_run):
 @pytest.mark.dist
 def test_flower_engine_and_in_process_engine_agree_bit_for_bit(flower_run):
     """Same seed, same ServerApp and ClientApp: Ray workers or this process, same model."""
-    cfg, history = _need(flower_run)
-    local = run_in_process(cfg)
+    cfg, history, local = _need(flower_run)
     assert [r["sampled"] for r in history["rounds"]] == [r["sampled"] for r in local["rounds"]]
     assert [r["accuracy"] for r in history["rounds"]] == [r["accuracy"] for r in local["rounds"]]
     assert history["weights_digest"] == local["weights_digest"]
@@ -83,7 +84,7 @@ def test_flower_engine_and_in_process_engine_agree_bit_for_bit(flower_run):
 @pytest.mark.dist
 def test_flower_simulation_leaves_no_ray_process(flower_run):
     _need(flower_run)
-    left = flower_run[3]
+    left = flower_run[4]
     assert not left, f"processes left after the simulation: {left}"
 
 
@@ -95,6 +96,7 @@ def test_deployment_with_3_supernodes_runs_and_leaves_nothing(seed):
     from mlsys_labs.federated.deployment import Deployment, leftover_processes
 
     cfg = FedConfig(num_clients=3, num_rounds=2, partitioning="iid", seed=seed % 10_000)
+    local = run_in_process(cfg)  # the reference (and a fast failure before any process starts)
     deployment = Deployment(3)
     history, error = None, None
     try:
@@ -113,4 +115,4 @@ def test_deployment_with_3_supernodes_runs_and_leaves_nothing(seed):
     assert [r["round"] for r in history["rounds"]] == [1, 2]
     assert all(r["aggregated"] == [0, 1, 2] for r in history["rounds"]), history["rounds"]
     # the deployed run computes exactly what the in-process engine computes
-    assert history["weights_digest"] == run_in_process(cfg)["weights_digest"]
+    assert history["weights_digest"] == local["weights_digest"]

@@ -88,7 +88,7 @@ def run_flower_simulation(cfg: FedConfig, num_cpus: int = 2, verbose: bool = Fal
     flwr_logger = logging.getLogger("flwr")
     saved_level = flwr_logger.level
     if not verbose:
-        flwr_logger.setLevel(logging.WARNING)
+        flwr_logger.setLevel(logging.ERROR)  # (run_simulation warns it prefers `flwr run`)
     try:
         run_simulation(
             server_app=make_server_app(cfg, history),
