@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.dist]
 
 
 def case_result(run, name: str) -> dict:
-    launch, results, _ = run
+    launch, results = run.launch, run.results
     assert results is not None, f"the workers wrote no results (exit code {launch.returncode}, " \
                                 f"timed out: {launch.timed_out})\n{launch.tail()}"
     res = results[name]
@@ -110,7 +110,7 @@ def test_model_state_memory_matches_zero_formula(run2, run4, world, name):
     case_result(run, name)
     mixed = C.CASES[name].get("mixed", False)
     stage = C.CASES[name]["stage"]
-    for rank, results in enumerate(run[2]):
+    for rank, results in enumerate(run.ranks):
         res = results[name]
         measured = model_state_bytes(res["inventory"])
         exact = model_state_formula(stage, res["psi_padded"], world, mixed)
@@ -170,19 +170,18 @@ def _log(path: Path) -> dict[int, float]:
 
 
 @pytest.mark.points(4)
-def test_checkpoint_at_4_ranks_resumes_at_2(tmp_path, lab6_seed):
-    """Stage 3 at 4 ranks saves after 6 steps; stage 1 at 2 ranks resumes; the loss curve is the
-    uninterrupted single-process one (rtol 1e-5: sums in another order, clipping active)."""
-    ckpt, log = tmp_path / "ckpt", tmp_path / "loss.jsonl"
-    seed = ["--seed", str(lab6_seed)]
-    first = torchrun(4, ["-m", "mlsys_labs.zero.train", "--stage", "3", "--steps", "6", "--save-dir", str(ckpt),
-                         "--save-at", "6", "--loss-log", str(log), *SMALL, *seed], timeout=120)
-    assert first.returncode == 0 and (ckpt / "meta.json").exists(), first.tail()
-    second = torchrun(2, ["-m", "mlsys_labs.zero.train", "--stage", "1", "--steps", "10", "--resume", str(ckpt),
-                          "--loss-log", str(log), *SMALL, *seed], timeout=120)
-    assert second.returncode == 0, second.tail()
-    curve = _log(log)
-    assert sorted(curve) == list(range(10)), f"logged steps {sorted(curve)}\n{second.tail()}"
+def test_checkpoint_at_4_ranks_resumes_at_2(run4, run2, lab6_seed):
+    """train.py: stage 3 at 4 ranks saves a sharded checkpoint after 6 steps; stage 1 at 2 ranks
+    resumes from it; the loss curve is the uninterrupted single-process one (rtol 1e-5: sums in
+    another order, clipping active)."""
+    for run, what in ((run4, "the 4-rank leg (save)"), (run2, "the 2-rank leg (resume)")):
+        assert run.results is not None, f"{what}: no results\n{run.launch.tail()}"
+        res = run.results.get("checkpoint", {"error": "not run"})
+        assert "error" not in res, f"{what} failed:\n{res['error']}\n{run.launch.tail(3000)}"
+    assert (run4.out / "ckpt" / "meta.json").exists(), "no checkpoint written"
+    first, second = _log(run4.out / "loss.jsonl"), _log(run2.out / "loss.jsonl")
+    assert sorted(first) == list(range(6)) and sorted(second) == list(range(6, 10)), (sorted(first), sorted(second))
+    curve = {**first, **second}
     ref = _reference_curve(lab6_seed, 10)
     assert_close(torch.tensor([curve[s] for s in range(10)]), torch.tensor(ref), rtol=1e-5, atol=0,
                  what="loss curve: 6 steps at 4 ranks (stage 3), then 4 at 2 ranks (stage 1)")

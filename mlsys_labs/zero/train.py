@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=args.timeout))
+    owns_group = not dist.is_initialized()  # the tests call main() inside a running group
+    if owns_group:
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(seconds=args.timeout))
     device = torch.device("cuda" if cuda else "cpu")
     if not cuda:
         torch.set_num_threads(1)
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         if log:
             log.close()
     finally:
-        dist.destroy_process_group()
+        if owns_group:
+            dist.destroy_process_group()
     return 0
 
 
