@@ -17,7 +17,9 @@ Integers must match bit for bit; floats within the tolerance policy
 from __future__ import annotations
 
 import json
+import os
 import sys
+import threading
 import time
 import traceback
 import zlib
@@ -28,7 +30,7 @@ from mpi4py import MPI
 import mlsys_labs.collectives as C
 from mlsys_labs.common.tolerance import assert_close, poison_like
 
-CASE_DEADLINE_S = 20.0
+CASE_DEADLINE_S = 10.0
 MPI_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
 OP_NAMES = ("sum", "prod", "max", "min")
 
@@ -369,6 +371,31 @@ def agree(comm, ok: bool, label: str) -> bool:
     return bool(recv[0])
 
 
+class Watchdog(threading.Thread):
+    """Ends this rank when one case runs past the deadline even if no rank gets as far as
+    ``agree`` (all of them blocked in a receive).  mpi4py releases the GIL inside blocking
+    MPI calls, so this thread runs; ``os._exit`` makes mpiexec stop the other ranks."""
+
+    def __init__(self, rank: int):
+        super().__init__(daemon=True)
+        self.rank, self.label, self.since = rank, None, time.monotonic()
+
+    def start_case(self, label: str | None) -> None:
+        self.label, self.since = label, time.monotonic()
+
+    def run(self) -> None:
+        while True:
+            time.sleep(0.5)
+            if self.label is not None and time.monotonic() - self.since > CASE_DEADLINE_S + 2:
+                sys.stderr.write(f"[rank {self.rank}] {self.label}: still running after {CASE_DEADLINE_S:.0f} s — "
+                                 "a deadlock (every rank blocked, waiting for a message); ending this rank\n")
+                sys.stderr.flush()
+                os._exit(4)
+
+
+WATCHDOG: Watchdog | None = None
+
+
 def run_family(world, name: str, seed: int) -> dict:
     comm = world.Dup()
     rank = comm.Get_rank()
@@ -379,6 +406,7 @@ def run_family(world, name: str, seed: int) -> dict:
     cases, failures = 0, []
     for label, case in FAMILIES[name](comm, rng):
         error = None
+        WATCHDOG.start_case(f"{name} / {label}")
         try:
             case()
         except Exception as e:  # noqa: BLE001 — every failure is reported, with its rank
@@ -386,7 +414,9 @@ def run_family(world, name: str, seed: int) -> dict:
             sys.stderr.write(f"[rank {rank}] {name} / {label}:\n{traceback.format_exc()}\n")
             sys.stderr.flush()
         cases += 1
-        if not agree(comm, error is None, f"{name} / {label}"):
+        ok = agree(comm, error is None, f"{name} / {label}")
+        WATCHDOG.start_case(None)
+        if not ok:
             failures = [f"rank {r}: {msg}" for r, msg in enumerate(comm.allgather(error)) if msg]
             break
     comm.Barrier()
@@ -395,8 +425,11 @@ def run_family(world, name: str, seed: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
+    global WATCHDOG
     results_path, seed, names = argv[0], int(argv[1]), argv[2].split(",")
     world = MPI.COMM_WORLD
+    WATCHDOG = Watchdog(world.Get_rank())
+    WATCHDOG.start()
     for name in names:
         if world.Get_rank() == 0:
             _append(results_path, {"family": name, "event": "start"})

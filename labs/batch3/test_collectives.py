@@ -73,3 +73,13 @@ def test_messages_and_bytes_match_the_cost_formulas(family_passes, p):
 @pytest.mark.parametrize("p", RANKS)
 def test_allreduce_auto(family_passes, p):
     family_passes(p, "allreduce_auto")
+
+
+@pytest.mark.hidden
+@pytest.mark.slow
+@pytest.mark.points(0.5)
+@pytest.mark.parametrize("family", ["allreduce", "reduce_scatter", "allgather"])
+@pytest.mark.parametrize("p", [6, 7])
+def test_fold_with_several_pairs(family_passes, p, family):
+    """p = 6, 7: rem = 2, 3 pairs fold in and out, and ranks ≥ 2·rem are renumbered."""
+    family_passes(p, family)
