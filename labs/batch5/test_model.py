@@ -123,8 +123,12 @@ def test_triton_paged_decode_kernel_matches_dense(rng):
     q = torch.from_numpy(rng.standard_normal((B, H, d))).float()
     width = max(len(t) for t in tables)
     bt = torch.tensor([t + [0] * (width - len(t)) for t in tables])
-    out = poison_like(q)
-    paged_decode_attention(q, kv, bt, torch.tensor(ctx), bs, d ** -0.5, out=out)
+    from mlsys_labs.common.device import torch_device
+
+    dev = torch_device()                       # the kernel runs natively on CUDA, interpreted on a CPU
+    out = poison_like(q).to(dev)
+    paged_decode_attention(q.to(dev), kv.to(dev), bt.to(dev), torch.tensor(ctx, device=dev), bs, d ** -0.5, out=out)
+    out = out.cpu()
     for b in range(B):
         sl = slots_of(tables[b], ctx[b], bs)
         ref = dense_reference(q[b:b + 1], kv[0][sl], kv[1][sl], 1)[0]
