@@ -262,17 +262,20 @@ def macro_kernel(ap, bp, c, ic, jc, mc, nc, kc, mr, nr, tile):
 
 
 @njit(cache=True)
-def gemm_packed(a, trans_a, b, trans_b, c, mc, kc, nc, mr, nr):
-    """The five loops on one thread: C = A @ B (``c`` is overwritten)."""
-    # BEGIN SOLUTION hint: zero C; buffers for A~ (ceil(mc/mr)*mr*kc) and B~ (ceil(nc/nr)*nr*kc); loops jc, pc (pack B~), ic (pack A~, macro_kernel)
-    m, n = c.shape
+def gemm_packed(a, trans_a, b, trans_b, c, j_begin, j_end, mc, kc, nc, mr, nr):
+    """The five loops on one thread for the columns ``j_begin:j_end`` of C = A @ B
+    (those columns of ``c`` are overwritten; the rest are not touched)."""
+    # BEGIN SOLUTION hint: zero C's columns; buffers for A~ (ceil(mc/mr)*mr*kc) and B~ (ceil(nc/nr)*nr*kc); loops jc from j_begin, pc (pack B~), ic (pack A~, macro_kernel)
+    m = c.shape[0]
     k = a.shape[0] if trans_a else a.shape[1]
-    c[:, :] = 0
+    for i in range(m):
+        for j in range(j_end - j_begin):
+            c[i, j_begin + j] = 0
     ap = np.empty(((mc + mr - 1) // mr) * mr * kc, dtype=c.dtype)
     bp = np.empty(((nc + nr - 1) // nr) * nr * kc, dtype=c.dtype)
     tile = np.empty((mr, nr), dtype=c.dtype)
-    for jc in range(0, n, nc):                      # loop 5
-        nc_b = min(nc, n - jc)
+    for jc in range(j_begin, j_end, nc):            # loop 5
+        nc_b = min(nc, j_end - jc)
         for pc in range(0, k, kc):                  # loop 4
             kc_b = min(kc, k - pc)
             pack_panel_b(b, trans_b, pc, jc, kc_b, nc_b, nr, bp)
@@ -290,5 +293,5 @@ def matmul_packed(a, b, out=None, config: BlockConfig | None = None):
     c = output_buffer(a, b, out)
     a_c, trans_a = c_or_transposed(a)
     b_c, trans_b = c_or_transposed(b)
-    gemm_packed(a_c, trans_a, b_c, trans_b, c, cfg.mc, cfg.kc, cfg.nc, cfg.mr, cfg.nr)
+    gemm_packed(a_c, trans_a, b_c, trans_b, c, 0, c.shape[1], cfg.mc, cfg.kc, cfg.nc, cfg.mr, cfg.nr)
     return finish(c, out)
