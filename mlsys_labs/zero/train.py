@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             loss_value = float(total) / comm.world
             record = {"step": step, "loss": loss_value, "seconds": time.perf_counter() - t0,
                       "bytes_sent": comm.total("grads", "params") - sent_before, "world": comm.world,
-                      "stage": args.stage}
+                      "stage": args.stage, "psi": engine.psi, "psi_padded": engine.psi_padded}
             if inv is not None:
                 record["inventory"] = inv
             if log:
