@@ -1,5 +1,6 @@
 """Flower's own engines: the simulation engine (Ray) and deployment (real processes)."""
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,7 @@ def test_flower_engine_and_in_process_engine_agree_bit_for_bit(flower_run):
     assert [r["sampled"] for r in history["rounds"]] == [r["sampled"] for r in local["rounds"]]
     assert [r["accuracy"] for r in history["rounds"]] == [r["accuracy"] for r in local["rounds"]]
     assert history["weights_digest"] == local["weights_digest"]
+    shutil.rmtree(deployment.workdir, ignore_errors=True)  # logs kept only when the test fails
 
 
 @pytest.mark.points(1)
@@ -116,3 +118,4 @@ def test_deployment_with_3_supernodes_runs_and_leaves_nothing(seed):
     assert all(r["aggregated"] == [0, 1, 2] for r in history["rounds"]), history["rounds"]
     # the deployed run computes exactly what the in-process engine computes
     assert history["weights_digest"] == local["weights_digest"]
+    shutil.rmtree(deployment.workdir, ignore_errors=True)  # logs kept only when the test fails

@@ -48,10 +48,12 @@ def plot(results: dict, centralized: float, path):
     fig, ax = figure()
     for name, h in results.items():
         ax.plot([r["round"] for r in h["rounds"]], [r["accuracy"] for r in h["rounds"]],
-                marker="o", markersize=3, label=name, linestyle="-" if "IID" in name else "--")
+                marker="o", markersize=3, label=name, linestyle="-" if "IID" in name else "--",
+                color="tab:blue" if "FedAvg" in name else "tab:orange")
     ax.axhline(centralized, color="black", linewidth=1, label=f"centralized ({centralized:.3f})")
     ax.axhline(0.9, color="grey", linewidth=0.5, linestyle=":")
     ax.set_xlabel("round")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0.4, 1.0)
     ax.set_title("FedAvg (drops stragglers) vs FedProx (keeps partial work)", fontsize=10)
