@@ -3,7 +3,9 @@
 1. calibrate the cost model and sweep our collectives against MPICH's own at p = 2
    (OSU-style, 8 B … 16 MiB by default), printing the table and the model's predictions;
 2. plot latency and bus bandwidth against size (ours vs built-in) and model vs measurement;
-3. train lab 1's MLP data-parallel on 4 ranks with our allreduce and with MPI's.
+3. train lab 1's MLP data-parallel on 4 ranks with our allreduce and with MPI's;
+4. with ``--sweep-ranks 4,8,16`` (a machine with that many cores, or a cluster), sweep the
+   allreduces at each p and plot the latency/bandwidth crossover.
 
 Plots and tables go to ``reports/lab3/``.
 """
@@ -22,7 +24,7 @@ from mlsys_labs.common.paths import reports_dir
 from .costmodel import choose_allreduce
 from .launch import run_mpi
 from .osu import format_table, summarize
-from .plots import plot_model, plot_sweep
+from .plots import plot_crossover, plot_model, plot_sweep
 
 
 def main(argv: list[str]) -> int:
@@ -31,6 +33,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--max-bytes", default="16M")
     ap.add_argument("--sgd-ranks", type=int, default=4)
     ap.add_argument("--hostfile", default=None, help="run on a cluster: mpiexec -f HOSTFILE")
+    ap.add_argument("--sweep-ranks", default="", help="e.g. 4,8,16: allreduce sweeps at these p (crossover plot)")
     args = ap.parse_args(argv)
     out_dir = reports_dir("lab3")
     steps = tqdm(total=3, desc="lab 3", unit="step")
@@ -56,6 +59,21 @@ def main(argv: list[str]) -> int:
     sgd = run_mpi(args.sgd_ranks, ["-m", "mlsys_labs.collectives.sgd", "--steps", "30"], timeout=600,
                   hostfile=args.hostfile)
     steps.update()
+    crossover = []
+    for p in [int(v) for v in args.sweep_ranks.split(",") if v]:
+        steps.set_postfix_str(f"allreduce sweep on {p} ranks")
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "osu.json"
+            swept = run_mpi(p, ["-m", "mlsys_labs.collectives.osu", "--collectives", "allreduce", "--max-bytes",
+                                args.max_bytes, "--out", str(out)], timeout=1200, hostfile=args.hostfile,
+                            yield_when_idle=p > _cores())
+            if swept.returncode == 0:
+                crossover.append(json.loads(out.read_text()))
+                (out_dir / f"osu_allreduce_p{p}.md").write_text(format_table(crossover[-1]["rows"]))
+            else:
+                print(swept.stderr[-2000:])
+    if crossover:
+        paths.append(plot_crossover(crossover, out_dir))
     steps.close()
 
     s = summarize(report)

@@ -60,3 +60,28 @@ def plot_model(report: dict, outdir: Path, collective: str = "allreduce") -> Pat
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     return save(fig, Path(outdir) / f"model_{collective}.png")
+
+
+def plot_crossover(reports: list[dict], outdir: Path, collective: str = "allreduce") -> Path:
+    """One panel per rank count: each algorithm's time / the built-in's against size —
+    where the latency-bound algorithm stops winning and the bandwidth-bound ones start."""
+    cols = len(reports)
+    fig, _ = figure(width=4.6 * cols, height=3.8)
+    fig.clf()
+    for i, report in enumerate(reports):
+        ax = fig.add_subplot(1, cols, i + 1)
+        rows = [r for r in report["rows"] if r["collective"] == collective]
+        builtin = {r["bytes"]: r["t_avg"] for r in rows if r["variant"] == "builtin"}
+        for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != "builtin"):
+            mine = [r for r in rows if r["variant"] == variant]
+            ax.plot([r["bytes"] for r in mine], [r["t_avg"] / builtin[r["bytes"]] for r in mine], marker="o",
+                    markersize=3, label=variant)
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{collective}, p = {report['p']}")
+        ax.set_xlabel("message size (bytes)")
+        ax.set_ylabel("time / MPI built-in")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    return save(fig, Path(outdir) / f"crossover_{collective}.png")
