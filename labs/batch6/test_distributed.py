@@ -24,10 +24,9 @@ from mlsys_labs.common.tolerance import assert_close
 from mlsys_labs.zero import comm_bytes_formula, model_state_formula
 from mlsys_labs.zero.memory import model_state_bytes
 
-from conftest import torchrun
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab6_cases as C  # noqa: E402
+from lab6_launch import torchrun  # noqa: E402
 
 pytestmark = [pytest.mark.dist]
 

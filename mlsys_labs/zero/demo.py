@@ -88,6 +88,19 @@ def main(argv: list[str]) -> int:
     ax.legend()
     path = save(fig, out / "learning_curve.png")
 
+    fig, ax = figure()
+    bottom = [0.0] * len(rows)
+    for cat in ("parameters", "gradients", "optimizer"):
+        vals = [inv[cat] / 2**20 for _, _, inv, _, _ in rows]
+        ax.bar([f"stage {r[0]}" for r in rows], vals, bottom=bottom, label=cat)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.plot([f"stage {r[0]}" for r in rows],
+            [model_state_formula(int(r[0]), psi, r[4]) / 2**20 for r in rows], "k_", markersize=40,
+            label="ZeRO formula")
+    ax.set_ylabel("MiB per rank (live-tensor inventory)")
+    ax.set_title(f"model states per rank, Ψ = {psi:,}, N = {args.nproc}, fp32 Adam")
+    ax.legend()
+    mem_path = save(fig, out / "memory_per_rank.png")
     print(f"\nΨ = {psi} parameters, N = {args.nproc} ranks, fp32 Adam")
     print("| stage | final loss | model states per rank (measured) | formula | bytes sent per step | formula |")
     print("|---|---|---|---|---|---|")
@@ -95,7 +108,7 @@ def main(argv: list[str]) -> int:
         s = int(stage)
         print(f"| {s} | {loss:.3f} | {model_state_bytes(inv):,} B | {model_state_formula(s, psi, world):,.0f} B | "
               f"{sent:,} B | {comm_bytes_formula(s, psi, world, 4):,.0f} B |")
-    print(f"\nlearning curve: {path}")
+    print(f"\nlearning curve: {path}\nmemory per rank: {mem_path}")
     return 0
 
 
