@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -15,7 +15,8 @@ from mlsys_labs.nn.tensor import topological_order, unbroadcast
 
 
 @pytest.mark.points(1)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, phases=(Phase.explicit, Phase.generate), database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=4))
 def test_unbroadcast_sums_to_the_input_shape(shapes, rng):
     """unbroadcast(g, s) is the gradient of broadcast_to(x, g.shape) for x of shape s."""
