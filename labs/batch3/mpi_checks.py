@@ -145,6 +145,20 @@ def check_allreduce(comm, rng):
                 same(got, ref, f"allreduce {algorithm} {op} {dtype}{list(shape)}")
                 same(data, before, f"allreduce {algorithm}: input buffer must be left unchanged")
             yield f"allreduce {algorithm} {op} {dtype}{list(shape)}", case
+    data = values(rng, (37,), "float64", "sum")
+    for algorithm in C.ALGORITHMS["allreduce"]:
+        def into_out(data=data, algorithm=algorithm):
+            ref = np.empty_like(data)
+            comm.Allreduce(data, ref, op=MPI.SUM)
+            out = poison_like(data)
+            got = C.allreduce(comm, data, algorithm=algorithm, out=out)
+            same(out, ref, f"allreduce {algorithm} into out=")
+            if got is not out:
+                raise AssertionError("allreduce(..., out=buf) must return buf")
+            inplace = data.copy()
+            C.allreduce(comm, inplace, algorithm=algorithm, out=inplace)
+            same(inplace, ref, f"allreduce {algorithm} in place (out=sendbuf)")
+        yield f"allreduce {algorithm} into out= and in place", into_out
 
 
 def check_reduce_scatter(comm, rng):
@@ -223,6 +237,8 @@ def check_validation(comm, rng):
     yield "alltoall, first dimension is not p", expect(
         lambda: C.alltoall(comm, np.zeros((p + 1, 2))), "shape")
     yield "allgather, unsupported dtype", expect(lambda: C.allgather(comm, x.astype(np.int16)), "dtype")
+    bad_out = np.empty(7 if rank == 0 else 6)
+    yield "allreduce, rank 0's out= has the wrong shape", expect(lambda: C.allreduce(comm, x, out=bad_out), "out")
 
     def still_works():
         ref = np.empty_like(x)
