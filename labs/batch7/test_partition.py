@@ -74,6 +74,7 @@ def test_pathological_gives_k_classes_each(k, num_partitions, seed):
 
 
 @pytest.mark.points(1)
+@pytest.mark.hidden
 def test_partitioners_are_seeded(seed):
     _, y, _, _ = load_digits_split(0)
     for scheme in ("iid", "dirichlet:0.3", "classes:2"):

@@ -17,7 +17,6 @@ both give the same history for the same seed.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 
@@ -42,7 +41,6 @@ class InProcessGrid:
                                        state=RecordDict(), run_config={})
             for i in range(num_nodes)
         }
-        self._ids = itertools.count(1)
 
     def get_node_ids(self) -> list[int]:
         return list(self.contexts)
@@ -52,7 +50,6 @@ class InProcessGrid:
 
         replies = []
         for msg in messages:
-            msg.metadata.__dict__["_message_id"] = f"local-{next(self._ids)}"
             try:
                 reply = self.client_app(msg, self.contexts[msg.metadata.dst_node_id])
             except Exception as exc:  # noqa: BLE001 — a failing client is data, not a crash
