@@ -19,7 +19,7 @@ from mlsys_labs.collectives.launch import run_mpi
 
 WORKER = Path(__file__).with_name("mpi_checks.py")
 FAMILIES = ("barrier", "bcast", "reduce", "allreduce", "reduce_scatter", "allgather", "alltoall",
-            "validation", "message_counts", "allreduce_auto")
+            "validation", "message_counts", "allreduce_auto", "calibration")
 # beyond p = 5, only the families whose non-power-of-two fold changes shape with rem = p − 2^⌊lg p⌋
 FOLD_FAMILIES = ("allreduce", "reduce_scatter", "allgather")
 LAUNCH_TIMEOUT_S = 240.0

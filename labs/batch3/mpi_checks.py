@@ -355,6 +355,22 @@ def check_allreduce_auto(comm, rng):
             yield f"allreduce auto {op} {dtype}{list(shape)} params={params}", case
 
 
+def check_calibration(comm, rng):
+    """α, β by ping-pong and γ by a local reduction: finite, positive where they must be,
+    and the same on every rank (else ``auto`` could pick different algorithms per rank)."""
+    if comm.Get_size() == 1:
+        return  # nothing to ping-pong with (calibrate raises ValueError); not graded at p = 1
+
+    def case():
+        params = C.calibrate(comm, sizes=(8, 4096, 65536, 2**20), iterations=5)
+        values_ = (params.alpha, params.beta, params.gamma)
+        if not all(np.isfinite(v) and v >= 0 for v in values_) or params.beta <= 0 or params.gamma <= 0:
+            raise AssertionError(f"implausible calibration {params}")
+        if len({repr(v) for v in comm.allgather(values_)}) != 1:
+            raise AssertionError(f"ranks got different parameters: {comm.allgather(values_)}")
+    yield "calibrate", case
+
+
 FAMILIES = {
     "barrier": check_barrier,
     "bcast": check_bcast,
@@ -366,6 +382,7 @@ FAMILIES = {
     "validation": check_validation,
     "message_counts": check_message_counts,
     "allreduce_auto": check_allreduce_auto,
+    "calibration": check_calibration,
 }
 
 

@@ -68,6 +68,12 @@ def test_messages_and_bytes_match_the_cost_formulas(family_passes, p):
     family_passes(p, "message_counts")
 
 
+@pytest.mark.points(0.25)
+@pytest.mark.parametrize("p", RANKS[1:])
+def test_cost_model_calibration(family_passes, p):
+    family_passes(p, "calibration")
+
+
 @pytest.mark.hidden
 @pytest.mark.points(0.4)
 @pytest.mark.parametrize("p", RANKS)
