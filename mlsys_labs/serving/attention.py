@@ -40,6 +40,8 @@ class AttentionMetadata:
     seq_of_token: torch.Tensor | None = None   # from gather_plan
     row_of_token: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    groups: list | None = None                  # (token_index, AttentionMetadata) parts run separately
+                                                # (decodes apart from prompt chunks: no padding of q to the longest chunk)
 
     @property
     def num_seqs(self) -> int:
@@ -80,18 +82,29 @@ def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMeta
     masks padding and the future (``meta.mask`` from :func:`gather_plan`), and runs
     scaled-dot-product attention with grouped query heads.  Returns ``[T, H, d]``.
     """
-    # BEGIN SOLUTION hint: scatter q into [B, max_q, H, d] by (seq_of_token, row_of_token), gather K/V by key_slots, SDPA with enable_gqa, gather the rows back
+    if meta.groups:
+        out = torch.empty_like(q)
+        for token_index, part in meta.groups:
+            out[token_index] = paged_attention(q[token_index], kv_cache, part, scale)
+        return out
+    # BEGIN SOLUTION hint: scatter q into [B, max_q, H, d] by (seq_of_token, row_of_token), gather K/V by key_slots, group the G = H/Hkv query heads of each KV head, SDPA, gather the rows back
     T, H, d = q.shape
     B = meta.num_seqs
-    if meta.max_query_len == 1:                       # pure decode: one query per sequence, no scatter
+    max_q = meta.max_query_len
+    Hkv = kv_cache.shape[2]
+    G = H // Hkv
+    if max_q == 1:                                    # pure decode: one query per sequence, no scatter
         qp = q[:, None]
     else:
-        qp = q.new_zeros(B, meta.max_query_len, H, d)
+        qp = q.new_zeros(B, max_q, H, d)
         qp[meta.seq_of_token, meta.row_of_token] = q
-    k = kv_cache[0][meta.key_slots]                   # [B, max_ctx, Hkv, d]
-    v = kv_cache[1][meta.key_slots]
-    out = F.scaled_dot_product_attention(qp.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
-                                         attn_mask=meta.mask[:, None], scale=scale, enable_gqa=True)
-    out = out.transpose(1, 2)
-    return out[:, 0] if meta.max_query_len == 1 else out[meta.seq_of_token, meta.row_of_token]
+    k = kv_cache[0][meta.key_slots].transpose(1, 2)   # [B, Hkv, max_ctx, d]
+    v = kv_cache[1][meta.key_slots].transpose(1, 2)
+    # GQA without copying K/V per query head: the G query heads of a KV head become G extra query rows
+    qg = qp.view(B, max_q, Hkv, G, d).permute(0, 2, 1, 3, 4).reshape(B, Hkv, max_q * G, d)
+    L = k.shape[2]
+    mask = meta.mask[:, None, :, None, :].expand(B, 1, max_q, G, L).reshape(B, 1, max_q * G, L)
+    out = F.scaled_dot_product_attention(qg, k, v, attn_mask=mask, scale=scale)
+    out = out.view(B, Hkv, max_q, G, d).permute(0, 2, 1, 3, 4).reshape(B, max_q, H, d)
+    return out[:, 0] if max_q == 1 else out[meta.seq_of_token, meta.row_of_token]
     # END SOLUTION

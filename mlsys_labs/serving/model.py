@@ -70,12 +70,25 @@ class LlamaAttention(nn.Module):
         self.v_proj = nn.Linear(cfg.hidden_size, hkv * d, bias=False)
         self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
 
+    def project_qkv(self, x):
+        """q, k, v projections; plain fp weights go through one fused matmul (nano-vllm's
+        QKVParallelLinear), built on first use — the weights are not meant to change after loading."""
+        mods = (self.q_proj, self.k_proj, self.v_proj)
+        if not all(type(m) is nn.Linear for m in mods):
+            return [m(x) for m in mods]
+        fused = self.__dict__.get("_qkv")
+        if fused is None or fused[1] != [m.weight.data_ptr() for m in mods]:
+            fused = (torch.cat([m.weight for m in mods]).detach(), [m.weight.data_ptr() for m in mods])
+            self.__dict__["_qkv"] = fused
+        return F.linear(x, fused[0]).split([m.out_features for m in mods], dim=-1)
+
     def forward(self, x, cos, sin, kv_cache, meta: AttentionMetadata):
         T = x.shape[0]
         d = self.cfg.head_dim
-        q = apply_rope(self.q_proj(x).view(T, -1, d), cos, sin)
-        k = apply_rope(self.k_proj(x).view(T, -1, d), cos, sin)
-        v = self.v_proj(x).view(T, -1, d)
+        q, k, v = self.project_qkv(x)
+        q = apply_rope(q.reshape(T, -1, d), cos, sin)
+        k = apply_rope(k.reshape(T, -1, d), cos, sin)
+        v = v.reshape(T, -1, d)
         write_kv(kv_cache, k, v, meta.slot_mapping)
         if meta.use_triton_decode:
             from .triton_decode import paged_decode_attention
@@ -94,10 +107,22 @@ class LlamaMLP(nn.Module):
         self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
         self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
 
+    def gate_up(self, x):
+        """gate(x), up(x) — one fused matmul for plain fp weights (as in :meth:`LlamaAttention.project_qkv`)."""
+        mods = (self.gate_proj, self.up_proj)
+        if not all(type(m) is nn.Linear for m in mods):
+            return [m(x) for m in mods]
+        fused = self.__dict__.get("_gate_up")
+        if fused is None or fused[1] != [m.weight.data_ptr() for m in mods]:
+            fused = (torch.cat([m.weight for m in mods]).detach(), [m.weight.data_ptr() for m in mods])
+            self.__dict__["_gate_up"] = fused
+        return F.linear(x, fused[0]).chunk(2, dim=-1)
+
     def forward(self, x):
         """SwiGLU: down(silu(gate(x)) · up(x))."""
-        # BEGIN SOLUTION hint: three projections and F.silu
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        # BEGIN SOLUTION hint: gate and up projections (self.gate_up(x) fuses them), F.silu, the down projection
+        gate, up = self.gate_up(x)
+        return self.down_proj(F.silu(gate) * up)
         # END SOLUTION
 
 

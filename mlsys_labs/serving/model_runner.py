@@ -68,12 +68,39 @@ class ModelRunner:
         return ids_t, pos_t, meta
         # END SOLUTION
 
+    @staticmethod
+    def split_decodes_from_prefills(meta: AttentionMetadata) -> None:
+        """A step mixing decodes (1 new token) and prompt chunks attends in two groups, so the
+        decodes are not padded to the longest chunk (an optimisation, not a change in results)."""
+        q_lens = meta.query_start[1:] - meta.query_start[:-1]
+        is_decode = q_lens == 1
+        if meta.use_triton_decode or bool(is_decode.all()) or not bool(is_decode.any()):
+            return
+        groups = []
+        for sel in (torch.nonzero(is_decode).flatten(), torch.nonzero(~is_decode).flatten()):
+            starts = meta.query_start[:-1][sel]
+            lens = q_lens[sel]
+            token_index = torch.cat([torch.arange(int(a), int(a) + int(n)) for a, n in zip(starts, lens)])
+            qs = torch.zeros(len(sel) + 1, dtype=torch.long)
+            qs[1:] = torch.cumsum(lens, 0)
+            ctx = meta.context_lens[sel]
+            max_ctx = int(ctx.max())
+            part = AttentionMetadata(query_start=qs.to(ctx.device), context_lens=ctx,
+                                     slot_mapping=meta.slot_mapping[token_index.to(ctx.device)],
+                                     key_slots=meta.key_slots[sel, :max_ctx], block_size=meta.block_size,
+                                     max_query_len=int(lens.max()))
+            part.seq_of_token, part.row_of_token, part.mask = gather_plan(part.query_start, ctx,
+                                                                          part.max_query_len, max_ctx)
+            groups.append((token_index.to(ctx.device), part))
+        meta.groups = groups
+
     @torch.inference_mode()
     def run(self, seqs: list[Sequence], num_new: list[int], copies=(), logits_rows: list[int] | None = None):
         """Forward the step; return logits ``[len(logits_rows), V]`` for the listed sequence indices
         (default: every sequence), taken at each one's last new token."""
         self.copy_blocks(list(copies))
         input_ids, positions, meta = self.prepare(seqs, num_new)
+        self.split_decodes_from_prefills(meta)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
         rows = range(len(seqs)) if logits_rows is None else logits_rows
         last = meta.query_start[1:] - 1
