@@ -46,8 +46,11 @@ SUPPORTED_HEAD_DIMS = (32, 64, 128)
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
 
-# Interpreter (CPU): fixed small blocks; GPU: a small autotuned set (keyed on N, d, causal).
+# Block sizes.  Interpreter (CPU): fixed 16×16 blocks, the smallest a GPU's tl.dot accepts.
+# GPU: fixed configurations for short sequences (tests: every autotuned config costs a compile),
+# autotuning over a small set from AUTOTUNE_MIN_N tokens on (the benchmarks' regime).
 INTERPRETER_BLOCKS = dict(BLOCK_M=16, BLOCK_N=16)
+AUTOTUNE_MIN_N = 2048
 _TUNE_KEY = ["N_CTX", "HEAD_DIM", "CAUSAL"]
 FWD_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
                for bm, bn, w, s in [(128, 64, 8, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 32, 4, 2)]]
@@ -55,6 +58,18 @@ BWD_DKDV_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num
                     for bm, bn, w, s in [(32, 128, 4, 3), (64, 128, 8, 3), (32, 64, 4, 2)]]
 BWD_DQ_CONFIGS = [triton.Config(dict(BLOCK_M=bm, BLOCK_N=bn), num_warps=w, num_stages=s)
                   for bm, bn, w, s in [(128, 32, 4, 3), (128, 64, 8, 3), (64, 32, 4, 2)]]
+
+
+def gpu_blocks(which: str, head_dim: int, dtype) -> dict:
+    """Fixed GPU block sizes for ``which`` in {'fwd', 'dkdv', 'dq'} (sized to fit shared memory and registers)."""
+    if dtype == torch.float32:  # 4-byte tiles: small blocks, two stages
+        return dict(BLOCK_M=32 if which == "dkdv" else 64, BLOCK_N=64 if which == "dkdv" else 32,
+                    num_warps=4, num_stages=2)
+    if which == "fwd":
+        return dict(BLOCK_M=128, BLOCK_N=64, num_warps=8 if head_dim == 128 else 4, num_stages=3)
+    if which == "dkdv":
+        return dict(BLOCK_M=32, BLOCK_N=64 if head_dim == 128 else 128, num_warps=4, num_stages=2 if head_dim == 128 else 3)
+    return dict(BLOCK_M=64 if head_dim == 128 else 128, BLOCK_N=32, num_warps=4, num_stages=2 if head_dim == 128 else 3)
 
 
 @triton.jit
@@ -189,16 +204,24 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, N_CTX,
     # END SOLUTION
 
 
-def _launchable(kernel, configs):
-    """On a GPU, autotune the block sizes; under the interpreter, pass INTERPRETER_BLOCKS."""
+_KERNELS = {"fwd": (attn_fwd_kernel, FWD_CONFIGS, "BLOCK_M"),
+            "dkdv": (attn_bwd_dkdv_kernel, BWD_DKDV_CONFIGS, "BLOCK_N"),
+            "dq": (attn_bwd_dq_kernel, BWD_DQ_CONFIGS, "BLOCK_M")}
+_TUNED: dict = {}
+
+
+def _launch(which: str, args, *, batch_heads: int, n_ctx: int, head_dim: int, dtype, **constexprs) -> None:
+    """Launch one of the three kernels over (row or key blocks, batch·heads) with the block sizes above."""
+    kernel, configs, block_key = _KERNELS[which]
+    grid = lambda meta: (triton.cdiv(n_ctx, meta[block_key]), batch_heads)  # noqa: E731
     if triton_interpreted():
-        return kernel, dict(INTERPRETER_BLOCKS)
-    return triton.autotune(configs, key=_TUNE_KEY)(kernel), {}
-
-
-_FWD, _FWD_META = _launchable(attn_fwd_kernel, FWD_CONFIGS)
-_BWD_DKDV, _BWD_DKDV_META = _launchable(attn_bwd_dkdv_kernel, BWD_DKDV_CONFIGS)
-_BWD_DQ, _BWD_DQ_META = _launchable(attn_bwd_dq_kernel, BWD_DQ_CONFIGS)
+        kernel[grid](*args, HEAD_DIM=head_dim, **constexprs, **INTERPRETER_BLOCKS)
+    elif n_ctx >= AUTOTUNE_MIN_N:
+        if which not in _TUNED:
+            _TUNED[which] = triton.autotune(configs, key=_TUNE_KEY)(kernel)
+        _TUNED[which][grid](*args, HEAD_DIM=head_dim, **constexprs)
+    else:
+        kernel[grid](*args, HEAD_DIM=head_dim, **constexprs, **gpu_blocks(which, head_dim, dtype))
 
 
 def _check_qkv(q, k, v):
@@ -218,10 +241,6 @@ def _check_qkv(q, k, v):
                         "(results are silently wrong); use float16/float32 on CPU, bfloat16 on a GPU")
 
 
-def _grid(batch_heads, n_ctx, block_key):
-    return lambda meta: (triton.cdiv(n_ctx, meta[block_key]), batch_heads)
-
-
 def _precision(dtype):
     return "ieee" if dtype == torch.float32 else "tf32"
 
@@ -236,8 +255,8 @@ def flash_attention_forward(q, k, v, *, causal: bool = False, sm_scale: float | 
         out = torch.empty_like(q)
     check_out("out", out, q.shape, q.dtype, q)
     lse = torch.empty((B, H, N), device=q.device, dtype=torch.float32)
-    _FWD[_grid(B * H, N, "BLOCK_M")](q, k, v, out, lse, sm_scale, N, HEAD_DIM=d, CAUSAL=causal,
-                                      DOT_PRECISION=_precision(q.dtype), **_FWD_META)
+    _launch("fwd", (q, k, v, out, lse, sm_scale, N), batch_heads=B * H, n_ctx=N, head_dim=d, dtype=q.dtype,
+            CAUSAL=causal, DOT_PRECISION=_precision(q.dtype))
     return out, lse
 
 
@@ -260,11 +279,10 @@ def flash_attention_backward(q, k, v, o, lse, do, *, causal: bool = False, sm_sc
         check_out(name, t, q.shape, q.dtype, q)
     # BEGIN SOLUTION hint: D_i = rowsum(dO ∘ O) in float32, then launch the dK/dV and the dQ kernels
     delta = (do.float() * o.float()).sum(-1).contiguous()
-    prec = _precision(q.dtype)
-    _BWD_DKDV[_grid(B * H, N, "BLOCK_N")](q, k, v, do, lse, delta, dk, dv, sm_scale, N, HEAD_DIM=d,
-                                           CAUSAL=causal, DOT_PRECISION=prec, **_BWD_DKDV_META)
-    _BWD_DQ[_grid(B * H, N, "BLOCK_M")](q, k, v, do, lse, delta, dq, sm_scale, N, HEAD_DIM=d,
-                                         CAUSAL=causal, DOT_PRECISION=prec, **_BWD_DQ_META)
+    shape = dict(batch_heads=B * H, n_ctx=N, head_dim=d, dtype=q.dtype, CAUSAL=causal,
+                 DOT_PRECISION=_precision(q.dtype))
+    _launch("dkdv", (q, k, v, do, lse, delta, dk, dv, sm_scale, N), **shape)
+    _launch("dq", (q, k, v, do, lse, delta, dq, sm_scale, N), **shape)
     return dq, dk, dv
     # END SOLUTION
 
