@@ -81,7 +81,7 @@ def test_transposed_and_strided_views(name, rng):
 @pytest.mark.points(1)
 @pytest.mark.parametrize("name", list(VARIANTS))
 def test_out_parameter(name, rng):
-    """out= is written and returned, also when it is itself a non-contiguous view."""
+    """out= is written and returned, also when it is a non-contiguous view or one of the inputs."""
     for dtype in DTYPES:
         a, b = random_matrix(rng, (6, 9), dtype), random_matrix(rng, (9, 5), dtype)
         out = poison_like(np.empty((6, 5), dtype=dtype))
@@ -91,6 +91,10 @@ def test_out_parameter(name, rng):
         out_t = backing.T                           # F-ordered view
         assert VARIANTS[name](a, b, out=out_t) is out_t
         assert_matmul_close(out_t, a, b, what=f"{name} out= transposed view")
+        sq = random_matrix(rng, (7, 7), dtype)      # out= aliasing an input, as in a = a @ b
+        sq_copy, b7 = sq.copy(), random_matrix(rng, (7, 7), dtype)
+        assert VARIANTS[name](sq, b7, out=sq) is sq
+        assert_matmul_close(sq, sq_copy, b7, what=f"{name} out= is a")
 
 
 @pytest.mark.points(1)

@@ -42,8 +42,10 @@ def check_operands(a, b, out=None) -> tuple[np.ndarray, np.ndarray]:
 
 def output_buffer(a: np.ndarray, b: np.ndarray, out: np.ndarray | None) -> np.ndarray:
     """A C-contiguous (m, n) buffer for a kernel to write: ``out`` itself when it is
-    C-contiguous, else a fresh array (copied back by :func:`finish`)."""
-    if out is not None and out.flags.c_contiguous:
+    C-contiguous and shares no memory with ``a`` or ``b`` (the kernels zero C before
+    reading all of A and B), else a fresh array (copied back by :func:`finish`)."""
+    if (out is not None and out.flags.c_contiguous
+            and not np.shares_memory(out, a) and not np.shares_memory(out, b)):
         return out
     return np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
 
