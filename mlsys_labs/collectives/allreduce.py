@@ -56,15 +56,15 @@ def allreduce(comm, sendbuf: np.ndarray, op: str = "sum", algorithm: str = "ring
     if algorithm == "auto":
         algorithm = costmodel.choose_allreduce(sendbuf.nbytes, comm.Get_size(), params)
     acc = np.empty_like(sendbuf) if out is None else out
+    if algorithm == "ring":  # combines straight from sendbuf: no copy first
+        allreduce_ring(comm, sendbuf.reshape(-1), acc.reshape(-1), op)
+        return acc
     if acc is not sendbuf:
         np.copyto(acc, sendbuf)
-    flat = acc.reshape(-1)
     if algorithm == "recursive_doubling":
-        allreduce_recursive_doubling(comm, flat, op)
-    elif algorithm == "ring":
-        allreduce_ring(comm, flat, op)
+        allreduce_recursive_doubling(comm, acc.reshape(-1), op)
     else:
-        allreduce_rabenseifner(comm, flat, op)
+        allreduce_rabenseifner(comm, acc.reshape(-1), op)
     return acc
 
 
@@ -87,11 +87,12 @@ def allreduce_recursive_doubling(comm, acc: np.ndarray, op: str) -> None:
     # END SOLUTION
 
 
-def allreduce_ring(comm, acc: np.ndarray, op: str) -> None:
-    """In place: ring reduce-scatter (rank r completes block r), then ring allgather."""
-    # BEGIN SOLUTION hint: displs from block_counts(acc.size, p); reduce_scatter_ring(comm, acc, displs, op) then allgather_ring_blocks(comm, acc, displs)
+def allreduce_ring(comm, send: np.ndarray, acc: np.ndarray, op: str) -> None:
+    """Ring reduce-scatter of ``send`` into ``acc`` (rank r completes block r), then ring
+    allgather of the finished blocks.  ``acc`` may be ``send`` (in place)."""
+    # BEGIN SOLUTION hint: displs from block_counts(acc.size, p); reduce_scatter_ring(comm, acc, displs, op, source=send) then allgather_ring_blocks(comm, acc, displs)
     displs = block_displs(block_counts(acc.size, comm.Get_size()))
-    reduce_scatter_ring(comm, acc, displs, op)
+    reduce_scatter_ring(comm, acc, displs, op, source=send)
     allgather_ring_blocks(comm, acc, displs)
     # END SOLUTION
 

@@ -43,6 +43,12 @@ def reduce_into(op: str, acc: np.ndarray, incoming: np.ndarray) -> None:
     OPS[op](acc, incoming, out=acc)
 
 
+def combine(op: str, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out <- op(a, b)`` elementwise: a reduction that also moves the data where it belongs
+    (saves copying ``a`` into ``out`` first)."""
+    OPS[op](a, b, out=out)
+
+
 def block_counts(n: int, parts: int) -> list[int]:
     """Sizes of ``parts`` contiguous blocks covering ``n`` elements (first ``n % parts`` get one more)."""
     q, r = divmod(n, parts)

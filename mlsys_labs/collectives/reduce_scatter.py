@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from .fold import fold_in, new_rank_blocks, real_rank
-from .ops import TAGS, block_counts, block_displs, pof2_below, reduce_into, scratch
+from .ops import TAGS, block_counts, block_displs, combine, pof2_below, reduce_into, scratch
 from .validate import check_call
 
 ALGORITHMS = ("ring", "recursive_halving")
@@ -35,29 +35,46 @@ def reduce_scatter(comm, sendbuf: np.ndarray, op: str = "sum", algorithm: str = 
     if check:
         check_call(comm, "reduce_scatter", sendbuf, algorithm=algorithm, algorithms=ALGORITHMS, op=op)
     rank, p = comm.Get_rank(), comm.Get_size()
-    acc = sendbuf.reshape(-1).copy()
-    displs = block_displs(block_counts(acc.size, p))
+    flat = sendbuf.reshape(-1)
+    displs = block_displs(block_counts(flat.size, p))
     if algorithm == "ring":
-        reduce_scatter_ring(comm, acc, displs, op)
+        acc = np.empty_like(flat)
+        reduce_scatter_ring(comm, acc, displs, op, source=flat)
     else:
+        acc = flat.copy()
         reduce_scatter_recursive_halving(comm, acc, displs, op)
     return acc[displs[rank]:displs[rank + 1]].copy()
 
 
-def reduce_scatter_ring(comm, acc: np.ndarray, displs: list[int], op: str, shift: int = 0) -> None:
-    """Ring reduce-scatter in place: afterwards rank r's block (r − shift) mod p of ``acc`` is
-    the full reduction (other blocks hold partial sums)."""
-    # BEGIN SOLUTION hint: own = (rank − shift) % p; step s: send block (own − s − 1) % p to rank+1, receive block (own − s − 2) % p from rank−1 into a temporary and reduce_into() that block of acc
+def reduce_scatter_ring(comm, acc: np.ndarray, displs: list[int], op: str, shift: int = 0,
+                        source: np.ndarray | None = None) -> None:
+    """Ring reduce-scatter: afterwards rank r's block (r − shift) mod p of ``acc`` is the full
+    reduction (other blocks hold partial sums, one holds nothing useful).
+
+    ``source`` (default: ``acc`` itself) is this rank's contribution.  Every block that
+    arrives is combined as ``acc[b] = op(source[b], incoming)``, so ``acc`` needs no copy
+    of ``source`` beforehand: each block is read from memory once and written once.
+    """
+    # BEGIN SOLUTION hint: own = (rank − shift) % p; step s: send block (own − s − 1) % p (from source at s = 0, from acc after) to rank+1, receive block (own − s − 2) % p from rank−1 into a temporary, combine(op, source[b], incoming, out=acc[b]); p = 1: copy source
     rank, p = comm.Get_rank(), comm.Get_size()
+    source = acc if source is None else source
+    if p == 1:
+        acc[...] = source
+        return
     own = (rank - shift) % p
     right, left = (rank + 1) % p, (rank - 1) % p
     incoming = scratch(max(displs[i + 1] - displs[i] for i in range(p)), acc.dtype)
+
+    def block(buf, b):
+        return buf[displs[b]:displs[b + 1]]
+
     for s in range(p - 1):
         send_block, recv_block = (own - s - 1) % p, (own - s - 2) % p
         count = displs[recv_block + 1] - displs[recv_block]
-        comm.Sendrecv(acc[displs[send_block]:displs[send_block + 1]], dest=right, sendtag=TAGS["reduce_scatter"],
+        # step 0 sends our own contribution; later steps forward the partial sum made last step
+        comm.Sendrecv(block(source if s == 0 else acc, send_block), dest=right, sendtag=TAGS["reduce_scatter"],
                       recvbuf=incoming[:count], source=left, recvtag=TAGS["reduce_scatter"])
-        reduce_into(op, acc[displs[recv_block]:displs[recv_block + 1]], incoming[:count])
+        combine(op, block(source, recv_block), incoming[:count], out=block(acc, recv_block))
     # END SOLUTION
 
 
