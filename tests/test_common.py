@@ -91,3 +91,34 @@ def test_record_figure_results_file_and_report(tmp_path, monkeypatch):
     md = (tmp_path / "reports" / "benchmarks.md").read_text()
     assert "packed / BLAS" in md and "short" in md and "pass" in md
     assert any(p.suffix == ".png" and p.stat().st_size > 1000 for p in written)
+
+
+def test_run_group_kills_descendants_on_timeout(tmp_path):
+    """A launcher whose child outlives it: the timeout reaches the grandchild too."""
+    import os
+    import sys
+
+    from mlsys_labs.common.procs import free_port, run_group
+
+    pidfile = tmp_path / "pid"
+    code = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)']);"
+            f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(600)")
+    done = run_group([sys.executable, "-c", code], timeout=3)
+    assert done.timed_out and done.returncode == -9
+    grandchild = int(pidfile.read_text())
+    import time
+
+    for _ in range(50):
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{grandchild}/stat") as f:
+            if f.read().split()[2] == "Z":  # a zombie is dead, only not yet reaped
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the grandchild survived the timeout")
+    ok = run_group([sys.executable, "-c", "print('hi')"], timeout=30)
+    assert ok.returncode == 0 and ok.stdout.strip() == "hi" and not ok.timed_out
+    assert 0 < free_port() < 65536

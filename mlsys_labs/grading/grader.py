@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 
 from ..catalog import Lab, get_lab
 from ..common import device
+from ..common.procs import kill_group
 from ..common.paths import project_root
 
 # parts of mlsys_labs that are the instructor's yardsticks, never the submission's
@@ -173,14 +173,6 @@ def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
     return events, offset + len(complete)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
-
-
 def run_tests(lab: Lab, pythonpath: Path, submission: Path, *, root: Path, timeout: float,
               workdir: Path, pytest_args: tuple[str, ...] = (), progress=None, grace: float = GRACE_S) -> tuple[dict, dict, str]:
     """Run the lab's tests, resuming after crashes and hangs.
@@ -229,17 +221,11 @@ def run_tests(lab: Lab, pythonpath: Path, submission: Path, *, root: Path, timeo
                         limit = (collected.get(running, {}).get("timeout") or timeout) + grace
                         if time.time() - started_at > limit:
                             killed = (running, limit)
-                            _kill_group(proc)
+                            kill_group(proc)
                             break
                     time.sleep(0.2)
             finally:
-                if proc.poll() is None:
-                    _kill_group(proc)
-                else:
-                    try:  # children the tests left behind (mpiexec, servers)
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                kill_group(proc)  # and any children the tests left behind (mpiexec, servers)
         events, offset = _read_events(log, offset)
         for ev in events:
             if ev["event"] == "end":
