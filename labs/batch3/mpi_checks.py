@@ -47,9 +47,12 @@ def values(rng, shape, dtype: str, op: str) -> np.ndarray:
 
 
 def shapes(p: int) -> list[tuple[int, ...]]:
-    """Counts 0, fewer than p, not divisible by p, a larger one, and a 2-D buffer."""
+    """Counts 0, fewer than p, not divisible by p, a larger one, a 2-D buffer, and one
+    long enough (≈ 0.25–0.5 MiB) that MPI switches from eager sends to rendezvous — where
+    a schedule that only works because sends are buffered (two ranks both in Send first)
+    deadlocks."""
     counts = sorted({0, max(1, p - 1), 2 * p + 1, 37})
-    return [(c,) for c in counts] + [(3, 4)]
+    return [(c,) for c in counts] + [(3, 4), (2**16 + 3,)]
 
 
 def combos(p: int):

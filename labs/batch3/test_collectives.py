@@ -3,7 +3,8 @@
 Each test is one family at one p; all families at a p share one mpiexec launch
 (conftest.py).  Cases: all algorithms × ops sum/prod/max/min × dtypes
 int32/int64/float32/float64 × counts 0, < p, not divisible by p, 37, a 2-D buffer ×
-every root; integers bit-exact, float64 within rtol 1e-12.
+every root, plus 65 539 elements (rendezvous, not eager); integers bit-exact, float64
+within rtol 1e-12.
 """
 from __future__ import annotations
 
