@@ -288,3 +288,21 @@ def test_cancellation_storm_leaves_no_block_allocated(server, seed):
     assert results.count("done") >= 12
     wait_until_idle(server, timeout=60)
     assert server.engine.scheduler.num_preemptions >= preempted_before
+
+
+@pytest.mark.points(1)
+def test_bench_serve_load_generator_reports_latencies(server):
+    """``bench-serve``'s client against this server: Poisson arrivals and all at once, every
+    request completed, TTFT <= E2E, token counts as asked."""
+    import math
+
+    from mlsys_labs.serving.loadgen import make_workload, run_bench
+
+    summaries = run_bench(server.url, [20.0, math.inf], num_prompts=4, seed=3, input_len=(5, 20), output_len=(3, 8))
+    wl = make_workload(4, 3, (5, 20), (3, 8))
+    for s in summaries:
+        assert s["completed"] == 4, s["errors"]
+        assert s["output_tokens"] == sum(m for _, m in wl)
+        assert 0 < s["ttft_s"]["median"] <= s["e2e_s"]["median"]
+        assert s["itl_s"]["mean"] > 0 and s["tpot_s"]["mean"] > 0
+    wait_until_idle(server)
