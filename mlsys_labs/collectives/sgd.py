@@ -48,7 +48,7 @@ def train_data_parallel(comm, allreduce_sum: Callable[[np.ndarray], np.ndarray],
         shard = np.array_split(idx, p)[rank]
         opt.zero_grad()
         weight = len(shard) / len(idx)
-        # BEGIN SOLUTION hint: local mean loss on the shard → backward; flatten weight·grad of every parameter into one buffer; allreduce_sum it; copy the slices back into p.grad; opt.step()
+        # BEGIN SOLUTION hint: local mean loss on the shard → backward; flatten weight·grad of every parameter into one buffer; allreduce_sum it; copy the slices back into p.grad; opt.step(); append the global loss (comm.allreduce of weight·loss) to losses
         loss = cross_entropy(model(Tensor(x[shard])), y[shard])
         loss.backward()
         flat = np.concatenate([weight * q.grad.reshape(-1) for q in params])
@@ -58,8 +58,8 @@ def train_data_parallel(comm, allreduce_sum: Callable[[np.ndarray], np.ndarray],
             q.grad = flat[offset:offset + q.data.size].reshape(q.data.shape).copy()
             offset += q.data.size
         opt.step()
-        # END SOLUTION
         losses.append(float(comm.allreduce(weight * float(loss.data))))  # reporting only (MPI's own)
+        # END SOLUTION
     return [q.data.copy() for q in params], losses
 
 
