@@ -80,3 +80,31 @@ def test_micro_kernel_2x8(dtype, rng):
     tile = np.full((2, 8), np.nan, dtype=dtype)
     micro_kernel_2x8(kc, a.reshape(-1), bt.reshape(-1), tile)
     assert_matmul_close(tile, a, np.ascontiguousarray(bt.T), what="micro_kernel_2x8")
+
+
+def _has_avx2() -> bool:
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        return " avx2" in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.points(1)
+@pytest.mark.skipif(not _has_avx2(), reason="the check reads x86-64 AVX2/AVX-512 machine code")
+def test_micro_kernel_is_vectorised():
+    """The k loop compiles to packed (vector) fused multiply-adds on ymm/zmm registers,
+    not scalar ones: the accumulators live in vector registers."""
+    import re
+
+    import numba
+
+    kernel = numba.njit(fastmath=True)(micro_kernel_4x4.py_func)     # a fresh copy: cached code has no asm
+    kernel(16, np.ones(64, np.float32), np.ones(64, np.float32), np.zeros((4, 4), np.float32))
+    asm = next(iter(kernel.inspect_asm().values()))
+    packed_fma = re.findall(r"\bvfmadd\d+ps\s+[^\n]*%[yz]mm", asm)
+    assert len(packed_fma) >= 16, (f"only {len(packed_fma)} packed-single FMAs on ymm/zmm registers; "
+                                   "the micro-kernel's k loop did not vectorise")

@@ -13,7 +13,7 @@ MR x NR micro-kernel, five loops carve C = A B into pieces that live at each cac
               micro-kernel: C[ir:ir+MR, jr:jr+NR] += A~sliver @ B~sliver   (registers)
 
 Packing copies each block once into the exact order the micro-kernel reads it: contiguous,
-aligned, free of TLB misses and of the operands' strides (a transposed operand is just
+on few pages (few TLB misses), and of the operands' strides (a transposed operand is just
 another read order, BLAS's TRANSA/TRANSB), zero-padded to whole MR/NR slivers so the
 micro-kernel never branches on edges; only the write-back into C clips to the real edge.
 
@@ -21,7 +21,9 @@ The micro-kernel is written in *inner-product* form over the packed panels: A~ s
 row-major (MR rows of KC), B~ sliver transposed (NR rows of KC), MR x NR scalar
 accumulators, each a reduction over k.  With ``fastmath=True`` LLVM may reassociate
 the sums, vectorises the k loop, and keeps all MR*NR accumulators in vector registers
-(check with ``micro_kernel_4x4.inspect_asm()``: ``vfmadd231ps %zmm``).  The
+(check the machine code: numba will not show cached code, so compile a fresh copy,
+``k = numba.njit(fastmath=True)(micro_kernel_4x4.py_func)``, call it once, and look for
+``vfmadd231ps`` on ``%zmm`` registers in ``next(iter(k.inspect_asm().values()))``).  The
 outer-product form with an ``acc = np.zeros((MR, NR))`` array spilled the accumulators
 to memory here (about 6x slower).
 """
