@@ -6,9 +6,10 @@ against MPI's own, many cases per launch (process start-up dominates on 2 cores)
 Every rank runs the same cases in the same order on a fresh duplicate of
 COMM_WORLD per family.  After each case the ranks agree (a non-blocking MPI allreduce
 with a deadline) on whether all of them passed; a failure ends that family and is
-reported with each rank's error; a rank that gets no answer within the deadline (some
-rank is stuck waiting for a message — a deadlock) aborts the launch, and the test
-harness (conftest.py) relaunches the families not yet checked.  Rank 0 appends one JSON
+reported with each rank's error.  A deadlock (some rank waits for a message that is never
+sent) ends the launch within CASE_DEADLINE_S: a rank that gets no answer aborts, and a
+watchdog thread ends a rank whose case runs past the deadline (for when every rank is
+blocked); the test harness (conftest.py) then relaunches the families not yet checked.  Rank 0 appends one JSON
 line per family start and end to RESULTS.jsonl.
 
 Integers must match bit for bit; floats within the tolerance policy
