@@ -77,7 +77,7 @@ INITS = {
 def test_initializer_statistics_match_torch(name, rng):
     """Same shape (out, in, kh, kw), same std and range as torch.nn.init, within sampling error."""
     ours_fn, theirs_fn = INITS[name]
-    shape = (int(rng.integers(64, 128)), int(rng.integers(8, 32)), 3, 3)
+    shape = (int(rng.integers(128, 256)), int(rng.integers(16, 32)), 3, 3)   # ≥ 18k samples: std within ~1%
     ours = ours_fn(shape, rng)
     theirs = theirs_fn(torch.empty(shape, dtype=torch.float64)).numpy()
     assert ours.shape == shape

@@ -1,4 +1,4 @@
-"""The training loop: forward, loss, backward, step (D2L §3.4; NNFS ch. 10, 17)."""
+"""The training loop: forward, loss, backward, step (D2L §3.4; NNFS ch. 10 and 18)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -1,5 +1,5 @@
-"""Embedding lookup: rows of a weight matrix picked by integer ids (D2L §15.4;
-Bengio et al. 2003)."""
+"""Embedding lookup: rows of a weight matrix picked by integer ids (Bengio et al. 2003
+"A Neural Probabilistic Language Model"; the input layer of every Transformer)."""
 from __future__ import annotations
 
 import numpy as np
