@@ -25,6 +25,7 @@ Run under ``mpiexec -n 4 python script.py`` (``launch.py`` finds mpiexec).
 | ``osu``            | the OSU-style measurement loop (``python -m mlsys_labs.collectives.osu``) |
 | ``sgd``            | data-parallel SGD on lab 1's MLP, gradients averaged by our allreduce |
 | ``launch``         | finding and running ``mpiexec`` |
+| ``plots``, ``demo``| the sweep's plots; ``mlsys-labs run 3`` |
 """
 from .allgather import allgather
 from .allreduce import allreduce
