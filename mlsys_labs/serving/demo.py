@@ -48,7 +48,7 @@ def plot_ttft(summaries, path):
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mlsys-labs run 5 (demo)")
-    p.add_argument("--requests", type=int, default=24)
+    p.add_argument("--requests", type=int, default=32)
     args = p.parse_args(argv)
     from tqdm import tqdm
 
@@ -80,9 +80,11 @@ def main(argv: list[str]) -> int:
     steps = tqdm(total=5, desc="lab 5 demo", leave=False)
     wl = make_workload(args.requests, 7, output_len=(16, 256))
     cfg = EngineConfig(num_blocks=256, max_num_seqs=64)
+    run_engine(LLMEngine(model, cfg), make_workload(4, 1, output_len=(4, 8)))     # warm-up
     run = run_engine(LLMEngine(model, cfg), wl, sample_kv=True)
     hf = load_hf(path)
     bs = max(1, 256 * 16 // wl.max_total_len)
+    run_hf_static(hf, make_workload(2, 1, output_len=(4, 8)), 2)                   # warm-up
     hf_s = run_hf_static(hf, wl, bs)
     steps.update()
     waste = kv_waste(run, model.config.max_position_embeddings)
