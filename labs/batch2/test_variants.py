@@ -122,8 +122,8 @@ def test_clear_errors(name, rng):
 @pytest.mark.points(2)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_packed_and_threaded_default_blocks_cross_kc(dtype, rng):
-    """Default block sizes with k > KC = 512, so loop 4 runs twice and C accumulates, and m > MC."""
-    a, b = random_matrix(rng, (53, 530), dtype), random_matrix(rng, (530, 29), dtype)
+    """Default block sizes with k > KC = 1024, so loop 4 runs twice and C accumulates, and m > MC."""
+    a, b = random_matrix(rng, (101, 1030), dtype), random_matrix(rng, (1030, 29), dtype)
     assert_matmul_close(matmul_packed(a, b), a, b, what="packed default blocks")
     assert_matmul_close(matmul_threaded(a, b, threads=2), a, b, what="threaded default blocks")
 

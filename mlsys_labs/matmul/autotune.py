@@ -24,7 +24,7 @@ from mlsys_labs.common.paths import state_dir
 from .packed import DEFAULT_CONFIG, BlockConfig, matmul_packed
 
 SEARCH_SPACE = {
-    "mc": (24, 48, 96),
+    "mc": (48, 96, 192),
     "kc": (256, 512, 1024),
     "nc": (1024, 4096),
     "mr_nr": ((4, 4), (2, 8)),
