@@ -249,7 +249,7 @@ def test_client_disconnect_aborts_and_frees_blocks(server):
                     break
     wait_until_idle(server)
     assert server.engine.metrics.requests_aborted == aborted + 1, "the streaming request was not aborted"
-    with httpx.Client(base_url=server.url, timeout=0.5) as c:          # non-streaming: give up waiting
+    with httpx.Client(base_url=server.url, timeout=0.2) as c:          # non-streaming: give up waiting
         with pytest.raises(httpx.TimeoutException):
             c.post("/v1/completions", json=long)
     wait_until_idle(server)
