@@ -266,15 +266,14 @@ def macro_kernel(ap, bp, c, ic, jc, mc, nc, kc, mr, nr, tile):
 
 
 @njit(cache=True)
-def gemm_packed(a, trans_a, b, trans_b, c, j_begin, j_end, mc, kc, nc, mr, nr):
-    """The five loops on one thread for the columns ``j_begin:j_end`` of C = A @ B
-    (those columns of ``c`` are overwritten; the rest are not touched)."""
-    # BEGIN SOLUTION hint: zero C's columns; buffers for A~ (ceil(mc/mr)*mr*kc) and B~ (ceil(nc/nr)*nr*kc); loops jc from j_begin, pc (pack B~), ic (pack A~, macro_kernel)
-    m = c.shape[0]
+def gemm_packed(a, trans_a, b, trans_b, c, i_begin, i_end, j_begin, j_end, mc, kc, nc, mr, nr):
+    """The five loops on one thread for the block ``C[i_begin:i_end, j_begin:j_end]`` of
+    C = A @ B (that block is overwritten; the rest of ``c`` is not touched)."""
+    # BEGIN SOLUTION hint: zero the block; buffers for A~ (ceil(mc/mr)*mr*kc) and B~ (ceil(nc/nr)*nr*kc); loops jc from j_begin, pc (pack B~), ic from i_begin (pack A~, macro_kernel)
     k = a.shape[0] if trans_a else a.shape[1]
-    for i in range(m):
+    for i in range(i_end - i_begin):
         for j in range(j_end - j_begin):
-            c[i, j_begin + j] = 0
+            c[i_begin + i, j_begin + j] = 0
     ap = np.empty(((mc + mr - 1) // mr) * mr * kc, dtype=c.dtype)
     bp = np.empty(((nc + nr - 1) // nr) * nr * kc, dtype=c.dtype)
     tile = np.empty((mr, nr), dtype=c.dtype)
@@ -283,8 +282,8 @@ def gemm_packed(a, trans_a, b, trans_b, c, j_begin, j_end, mc, kc, nc, mr, nr):
         for pc in range(0, k, kc):                  # loop 4
             kc_b = min(kc, k - pc)
             pack_panel_b(b, trans_b, pc, jc, kc_b, nc_b, nr, bp)
-            for ic in range(0, m, mc):              # loop 3
-                mc_b = min(mc, m - ic)
+            for ic in range(i_begin, i_end, mc):    # loop 3
+                mc_b = min(mc, i_end - ic)
                 pack_panel_a(a, trans_a, ic, pc, mc_b, kc_b, mr, ap)
                 macro_kernel(ap, bp, c, ic, jc, mc_b, nc_b, kc_b, mr, nr, tile)
     # END SOLUTION
@@ -297,5 +296,6 @@ def matmul_packed(a, b, out=None, config: BlockConfig | None = None):
     c = output_buffer(a, b, out)
     a_c, trans_a = c_or_transposed(a)
     b_c, trans_b = c_or_transposed(b)
-    gemm_packed(a_c, trans_a, b_c, trans_b, c, 0, c.shape[1], cfg.mc, cfg.kc, cfg.nc, cfg.mr, cfg.nr)
+    m, n = c.shape
+    gemm_packed(a_c, trans_a, b_c, trans_b, c, 0, m, 0, n, cfg.mc, cfg.kc, cfg.nc, cfg.mr, cfg.nr)
     return finish(c, out)
