@@ -61,10 +61,11 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 class Context:
     """What a Function's forward leaves for its backward."""
 
-    __slots__ = ("saved", "__dict__")
+    __slots__ = ("saved", "needs_input_grad", "__dict__")
 
     def __init__(self):
         self.saved: tuple = ()
+        self.needs_input_grad: tuple[bool, ...] = ()  # per positional input, as in PyTorch
 
     def save_for_backward(self, *values: Any) -> None:
         self.saved = values
@@ -78,7 +79,9 @@ class Function:
 
     Tensor inputs are passed positionally (as numpy arrays); non-differentiable
     options (axis, stride, ...) as keywords.  ``backward`` returns one gradient per
-    positional input (``None`` where there is none), possibly in the broadcast shape.
+    positional input (``None`` where there is none), possibly in the broadcast shape;
+    ``ctx.needs_input_grad`` says which inputs want one (an expensive gradient nobody
+    needs, like a network's input image's, may be skipped).
     """
 
     @staticmethod
@@ -92,6 +95,7 @@ class Function:
     @classmethod
     def apply(cls, *inputs, **options) -> "Tensor":
         ctx = Context()
+        ctx.needs_input_grad = tuple(_GRAD_ENABLED and isinstance(x, Tensor) and x.requires_grad for x in inputs)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         out = Tensor(cls.forward(ctx, *arrays, **options))
         if _GRAD_ENABLED and any(isinstance(x, Tensor) and x.requires_grad for x in inputs):

@@ -34,7 +34,7 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, ...], kh: int, kw: int, stride:
     # BEGIN SOLUTION hint: for each kernel offset (i, j) add a strided slice of the padded image
     n, c, h, w = x_shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
-    patches = cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)  # n c i j ho wo
+    patches = np.ascontiguousarray(cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 4, 5, 1, 2))  # n c i j ho wo
     padded = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
@@ -68,7 +68,9 @@ class Conv2d(Function):
         o, _, kh, kw = weight.shape
         g = grad_out.transpose(0, 2, 3, 1).reshape(-1, o)
         grad_w = (g.T @ cols).reshape(weight.shape)
-        grad_x = col2im(g @ weight.reshape(o, -1), ctx.x_shape, kh, kw, ctx.stride, ctx.padding)
+        grad_x = None
+        if ctx.needs_input_grad[0]:   # not for a network's input images
+            grad_x = col2im(g @ weight.reshape(o, -1), ctx.x_shape, kh, kw, ctx.stride, ctx.padding)
         grad_b = g.sum(axis=0) if ctx.has_bias else None
         return grad_x, grad_w, grad_b
         # END SOLUTION
