@@ -52,6 +52,7 @@ class Engine:
         self.clip_norm = clip_norm
         self.optimizer = ShardAdamW(lr, betas, eps, weight_decay)
         self.modules = [m for _, m in model.units()]
+        self.device = next(model.parameters()).device
         self.layouts: list[FlatLayout] = [plan_layout(m, name, self.world, self.rank) for name, m in model.units()]
         covered = {id(p) for L in self.layouts for p in L.params}
         missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]

@@ -31,8 +31,8 @@ class ZeRO1(Engine):
             self.flat_grads.append(torch.zeros_like(flat))
             # BEGIN SOLUTION hint: master = this rank's slice [lo, hi) (a view of flat when fp32, an fp32 copy otherwise); moments of that size
             self.master.append(full32[L.lo:L.hi].clone() if self.mixed else flat[L.lo:L.hi])
-            self.exp_avg.append(torch.zeros(L.shard, dtype=torch.float32))
-            self.exp_avg_sq.append(torch.zeros(L.shard, dtype=torch.float32))
+            self.exp_avg.append(torch.zeros(L.shard, dtype=torch.float32, device=self.device))
+            self.exp_avg_sq.append(torch.zeros(L.shard, dtype=torch.float32, device=self.device))
             # END SOLUTION
         self._handles = []
         self._register_grad_hooks()

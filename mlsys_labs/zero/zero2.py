@@ -21,12 +21,12 @@ class ZeRO2(ZeRO1):
     def _setup(self) -> None:
         super()._setup()
         self.flat_grads = [None] * len(self.layouts)  # transient buckets, allocated by backward
-        self.grad_shards = [torch.zeros(L.shard, dtype=self.param_dtype) for L in self.layouts]
+        self.grad_shards = [torch.zeros(L.shard, dtype=self.param_dtype, device=self.device) for L in self.layouts]
         self._in_flight = []
 
     def _grad_bucket(self, u: int) -> torch.Tensor:
         if self.flat_grads[u] is None:
-            self.flat_grads[u] = torch.zeros(self.layouts[u].padded, dtype=self.param_dtype)
+            self.flat_grads[u] = torch.zeros(self.layouts[u].padded, dtype=self.param_dtype, device=self.device)
         return self.flat_grads[u]
 
     def _retire_oldest(self) -> None:
@@ -37,7 +37,7 @@ class ZeRO2(ZeRO1):
 
     def _bucket_ready(self, u: int) -> None:
         # BEGIN SOLUTION hint: async reduce-scatter the bucket into a new shard-sized tensor (tag "grads"); keep at most max_in_flight, retiring the oldest
-        out = torch.empty(self.layouts[u].shard, dtype=self.param_dtype)
+        out = torch.empty(self.layouts[u].shard, dtype=self.param_dtype, device=self.device)
         handle = self.comm.reduce_scatter(out, self.flat_grads[u], tag="grads", async_op=True)
         self._in_flight.append((u, handle, out))
         while len(self._in_flight) > self.max_in_flight:

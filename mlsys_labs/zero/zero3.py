@@ -60,8 +60,8 @@ class ZeRO3(Engine):
             shard = full32[L.lo:L.hi].to(self.param_dtype).clone().requires_grad_(True)
             self.shards.append(shard)
             self.master.append(full32[L.lo:L.hi].clone() if self.mixed else shard)
-            self.exp_avg.append(torch.zeros(L.shard, dtype=torch.float32))
-            self.exp_avg_sq.append(torch.zeros(L.shard, dtype=torch.float32))
+            self.exp_avg.append(torch.zeros(L.shard, dtype=torch.float32, device=self.device))
+            self.exp_avg_sq.append(torch.zeros(L.shard, dtype=torch.float32, device=self.device))
             # END SOLUTION
             slots = []
             by_id = {id(p): p for p in L.params}
@@ -72,7 +72,7 @@ class ZeRO3(Engine):
             order = {id(p): i for i, p in enumerate(L.params)}
             slots.sort(key=lambda s: order[id(s[2])])
             for p in L.params:
-                p.data = torch.empty(0, dtype=self.param_dtype)  # free the replicated copy
+                p.data = torch.empty(0, dtype=self.param_dtype, device=self.device)  # free the replicated copy
             self._slots.append(slots)
             module.register_forward_pre_hook(lambda m, args, u=u: self._before_forward(u))
             module.register_forward_hook(lambda m, args, out, u=u: self._after_forward(u))
@@ -86,7 +86,7 @@ class ZeRO3(Engine):
         if (phase, u) in self._in_flight:
             return
         L = self.layouts[u]
-        buf = torch.empty(L.padded, dtype=self.param_dtype)
+        buf = torch.empty(L.padded, dtype=self.param_dtype, device=self.device)
         handle = self.comm.all_gather(buf, self.shards[u].detach(), tag="params", async_op=True)
         self._in_flight[(phase, u)] = (buf, handle)
 
@@ -144,7 +144,7 @@ class ZeRO3(Engine):
         # BEGIN SOLUTION hint: make sure unit u was gathered for backward (prefetching u-1), free it, reduce-scatter the gradient (tag "grads") and average
         self._backward_buffer(u)
         del self._backward_buffers[u]
-        out = torch.empty(self.layouts[u].shard, dtype=self.param_dtype)
+        out = torch.empty(self.layouts[u].shard, dtype=self.param_dtype, device=self.device)
         self.comm.reduce_scatter(out, grad_full.contiguous(), tag="grads")
         return out.div_(self.world)
         # END SOLUTION
