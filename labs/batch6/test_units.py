@@ -126,3 +126,39 @@ def test_each_stage_at_world_size_one(stage, seed):
     for name, ref in ref_params.items():
         assert_close(got[name], ref, rtol=1e-6, atol=1e-6, what=f"stage {stage} {name}")
     assert model_state_bytes(inv) == 16 * engine.psi_padded, inv
+
+
+class _RecordingComm(Comm):
+    """World size 1, remembering the size of every gradient collective in launch order."""
+
+    def __init__(self):
+        super().__init__()
+        self.grad_sizes = []
+
+    def all_reduce(self, tensor, *, tag, async_op=False):
+        if tag == "grads":
+            self.grad_sizes.append(tensor.numel())
+        return super().all_reduce(tensor, tag=tag, async_op=async_op)
+
+    def reduce_scatter(self, output, input, *, tag, async_op=False):
+        if tag == "grads":
+            self.grad_sizes.append(input.numel())
+        return super().reduce_scatter(output, input, tag=tag, async_op=async_op)
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_buckets_launch_during_backward(stage, seed):
+    """The gradient hooks launch each unit's collective while backward is still running — last unit
+    first — not after it (that is the overlap); a plain ``loss.backward()`` must already have
+    launched one per unit."""
+    case = {"stage": stage}
+    ids, vocab = C.text_ids()
+    model = C.fresh_model(case, seed, vocab)
+    comm = _RecordingComm()
+    engine = make_engine(stage, model, comm)
+    x, y = C.global_batch(ids, 0, C.BATCH, C.BLOCK, seed)
+    engine(x, y).backward()  # not engine.backward: nothing runs after autograd returns
+    padded = [L.padded for L in engine.layouts]
+    assert comm.grad_sizes == padded[::-1], \
+        f"gradient collectives launched during backward, by size: {comm.grad_sizes}; units (forward order): {padded}"
