@@ -162,3 +162,33 @@ def test_buckets_launch_during_backward(stage, seed):
     padded = [L.padded for L in engine.layouts]
     assert comm.grad_sizes == padded[::-1], \
         f"gradient collectives launched during backward, by size: {comm.grad_sizes}; units (forward order): {padded}"
+
+
+class _GatherLog(Comm):
+    def __init__(self):
+        super().__init__()
+        self.gathered = []
+
+    def all_gather(self, output, input, *, tag, async_op=False):
+        if tag == "params":
+            self.gathered.append(output.numel())
+        return super().all_gather(output, input, tag=tag, async_op=async_op)
+
+
+@pytest.mark.points(2)
+def test_stage3_gathers_each_unit_in_forward_and_again_in_backward(seed):
+    """Stage 3 keeps no whole parameters: forward gathers units first to last, backward gathers
+    them again last to first (saved views were not kept), then each gradient is reduce-scattered."""
+    ids, vocab = C.text_ids()
+    model = C.fresh_model({}, seed, vocab)
+    comm = _GatherLog()
+    engine = make_engine(3, model, comm)
+    x, y = C.global_batch(ids, 0, C.BATCH, C.BLOCK, seed)
+    loss = engine(x, y)
+    padded = [L.padded for L in engine.layouts]
+    assert comm.gathered == padded, f"forward gathers {comm.gathered}, units {padded}"
+    assert all(p.numel() == 0 for p in model.parameters() if p.requires_grad), \
+        "after forward the module's parameters must be empty placeholders again (shards only)"
+    engine.backward(loss)
+    assert comm.gathered == padded + padded[::-1], f"gathers {comm.gathered}, units {padded}"
+    assert comm.calls["grads"] == len(padded)
