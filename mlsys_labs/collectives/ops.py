@@ -71,7 +71,8 @@ def scratch(count: int, dtype) -> np.ndarray:
 
     A fresh large array costs a page fault per 4 KiB page on first touch (≈ as much as
     copying it); MPICH keeps its temporary buffers too.  One buffer per dtype, grown on
-    demand: use it for one message at a time, never for a result.
+    demand: use it for one message at a time, never for a result (and so: one collective
+    at a time per process — not thread-safe, like an MPI communicator used without locks).
     """
     dtype = np.dtype(dtype)
     buf = _SCRATCH.get(dtype.str)
