@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import sys
 
 import numpy as np
 
@@ -23,11 +24,12 @@ def make_rng(seed: int) -> np.random.Generator:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's, numpy's legacy and (if installed) PyTorch's global generators."""
+    """Seed Python's, numpy's legacy and (if already imported) PyTorch's global generators.
+
+    PyTorch is not imported here: a test that uses it has imported it already, and the
+    others should not pay its start-up time."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.manual_seed(seed)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.manual_seed(seed)
