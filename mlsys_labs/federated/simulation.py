@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
+from pathlib import Path
 
 from .config import FedConfig
 from .environment import configure_environment
@@ -58,6 +61,48 @@ class InProcessGrid:
         return replies
 
 
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) descendant processes of ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def stop_processes(pids: set[int], grace_s: float = 15.0) -> None:
+    """Wait up to ``grace_s`` for ``pids`` to exit on their own, then SIGKILL the rest."""
+    deadline = time.monotonic() + grace_s
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive &= set(descendants(os.getpid()))
+        if alive:
+            time.sleep(0.2)
+    for pid in alive:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    if alive:  # reap them if they are our direct children
+        time.sleep(0.2)
+        for pid in alive:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+
+
 def run_in_process(cfg: FedConfig) -> dict:
     """The federation of ``cfg`` without Ray: ServerApp loop + ClientApp in this process."""
     configure_environment()
@@ -81,6 +126,7 @@ def run_flower_simulation(cfg: FedConfig, num_cpus: int = 2, verbose: bool = Fal
     from .server_app import make_server_app
 
     history: dict = {}
+    children_before = set(descendants(os.getpid()))
     saved_pythonpath = os.environ.get("PYTHONPATH")  # Flower's Ray backend rewrites it
     flwr_logger = logging.getLogger("flwr")
     saved_level = flwr_logger.level
@@ -101,6 +147,9 @@ def run_flower_simulation(cfg: FedConfig, num_cpus: int = 2, verbose: bool = Fal
 
         if ray.is_initialized():
             ray.shutdown()
+        # ray.shutdown() returns before its processes (raylet, GCS, workers) have all exited:
+        # wait for them, and stop any that stay — the run must leave nothing behind.
+        stop_processes(set(descendants(os.getpid())) - children_before)
         if saved_pythonpath is None:
             os.environ.pop("PYTHONPATH", None)
         else:
