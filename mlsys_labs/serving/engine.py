@@ -26,6 +26,18 @@ from .sequence import SamplingParams, Sequence, SequenceStatus
 from .tokenizer import ByteTokenizer
 
 
+def log_exception(exc: BaseException) -> None:
+    """Print an exception and its frames to stdout (where test logs collect it) without
+    Python 3.11's caret anchors: those call ``ast.parse``, which is not thread-safe in 3.11 and
+    can crash a pytest process formatting its own failure at the same moment."""
+    import sys
+    import traceback
+
+    frames = "".join(f'  File "{f.filename}", line {f.lineno}, in {f.name}\n' for f in traceback.extract_tb(exc.__traceback__))
+    sys.stdout.write(f"Traceback (most recent call last):\n{frames}{type(exc).__name__}: {exc}\n")
+    sys.stdout.flush()
+
+
 @dataclass
 class RequestOutput:
     """What one step produced for one sequence (a choice of a request)."""
@@ -141,10 +153,7 @@ class LLMEngine:
         return outputs
 
     def _fail(self, seq: Sequence, exc: Exception) -> list[RequestOutput]:
-        import sys
-        import traceback
-
-        traceback.print_exception(exc, file=sys.stdout)    # the request fails; its cause goes to the log
+        log_exception(exc)                                  # the request fails; its cause goes to the log
         self.metrics.requests_failed += 1
         outs = []
         for s in self.seqs_by_request.pop(seq.request_id, [seq]):

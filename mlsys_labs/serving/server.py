@@ -18,17 +18,15 @@ import asyncio
 import json
 import queue
 import socket
-import sys
 import threading
 import time
-import traceback
 import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from .api import APIError, parse_json, parse_request
-from .engine import LLMEngine, RequestOutput
+from .engine import LLMEngine, log_exception
 from .scheduler import RequestRejected
 
 
@@ -90,7 +88,7 @@ class AsyncEngine:
                     self._post(rid, APIError(400, str(exc)))
                     self.streams.pop(rid, None)
                 except Exception as exc:  # noqa: BLE001
-                    traceback.print_exc(file=sys.stdout)
+                    log_exception(exc)
                     self._post(rid, APIError(500, f"{type(exc).__name__}: {exc}", type_="server_error"))
                     self.streams.pop(rid, None)
             else:
@@ -109,7 +107,7 @@ class AsyncEngine:
             try:
                 outputs = self.engine.step()
             except Exception as exc:  # noqa: BLE001 - the engine must keep serving
-                traceback.print_exc(file=sys.stdout)
+                log_exception(exc)
                 for rid in list(self.engine.seqs_by_request):
                     self.engine.abort(rid)
                     self._post(rid, APIError(500, f"engine error: {exc}", type_="server_error"))
@@ -136,7 +134,7 @@ def create_app(aengine: AsyncEngine, model_name: str):
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception):
         """A bug in a handler: 500 with the error named, and its traceback on stdout (test logs)."""
-        traceback.print_exception(exc, file=sys.stdout)
+        log_exception(exc)
         return error_response(APIError(500, f"{type(exc).__name__}: {exc}", type_="server_error"))
 
     @app.get("/health")
