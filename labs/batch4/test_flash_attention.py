@@ -132,3 +132,20 @@ def test_checks_inputs_before_launch(randn, interpreted):
     if interpreted:
         with pytest.raises(TypeError, match="interpreter"):
             flash_attention_forward(q.bfloat16(), k.bfloat16(), v.bfloat16())
+
+
+@pytest.mark.points(2)
+@GPU
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_autotuned_long_sequence_gpu(randn, causal):
+    """From AUTOTUNE_MIN_N tokens on the launchers autotune: every config must be right, and the chosen one is checked."""
+    q, k, v = qkv(randn, 1, 2, 2048, 128, torch.bfloat16)
+    do = randn(1, 2, 2048, 128, dtype=torch.bfloat16)
+    o, lse = flash_attention_forward(q, k, v, causal=causal, out=poison_like(q))
+    o_ref, lse_ref = attention_reference(q, k, v, causal=causal)
+    assert_close(o, o_ref, scale=FWD_SCALE[torch.bfloat16], what="O, N=2048")
+    assert_close(lse, lse_ref, dtype=torch.float32, scale=10.0, what="LSE, N=2048")
+    got = flash_attention_backward(q, k, v, o, lse, do, causal=causal,
+                                   dq=poison_like(q), dk=poison_like(q), dv=poison_like(q))
+    for name, g, want in zip(("dQ", "dK", "dV"), got, _reference_grads(q, k, v, do, causal)):
+        assert_close(g, want, scale=BWD_SCALE[torch.bfloat16], what=f"{name}, N=2048")

@@ -19,7 +19,8 @@ def randint8(gen, device, *shape):
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("m,n,k", [(37, 29, 70), (16, 16, 32), (1, 5, 3),
-                                   pytest.param(1000, 3000, 4096, marks=GPU, id="gpu-1000x3000x4096")])
+                                   pytest.param(1000, 3000, 4096, marks=GPU, id="gpu-1000x3000x4096"),
+                                   pytest.param(2048, 2048, 2048, marks=GPU, id="gpu-autotuned-2048")])
 def test_int8_matmul_is_exact(gen, device, m, n, k):
     """int8 × int8 → int32 must equal integer arithmetic bit for bit (full range, -128 included)."""
     a, w = randint8(gen, device, m, k), randint8(gen, device, n, k)
