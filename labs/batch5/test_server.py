@@ -27,6 +27,10 @@ def server(model):
     srv = ServerThread(engine)
     try:
         srv.start()
+        with httpx.Client(base_url=srv.url, timeout=60) as c:   # warm up: lazy imports happen now, not mid-test
+            for path in ("/health", "/v1/models", "/metrics"):
+                c.get(path)
+            c.post("/v1/completions", content=b"{", headers={"content-type": "application/json"})
         yield srv
     finally:
         srv.stop()

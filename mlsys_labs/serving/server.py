@@ -131,9 +131,10 @@ def create_app(aengine: AsyncEngine, model_name: str):
     def error_response(exc: APIError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status)
 
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception):
-        """A bug in a handler: 500 with the error named, and its traceback on stdout (test logs)."""
+    def internal_error(exc: Exception) -> JSONResponse:
+        """A bug in a handler: 500 with the error named, its traceback on stdout (test logs).
+        Caught here rather than by a Starlette exception handler, which would re-raise it for
+        uvicorn to log from its own thread."""
         log_exception(exc)
         return error_response(APIError(500, f"{type(exc).__name__}: {exc}", type_="server_error"))
 
@@ -156,6 +157,14 @@ def create_app(aengine: AsyncEngine, model_name: str):
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     async def handle(request: Request, chat: bool):
+        try:
+            return await handle_checked(request, chat)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            return internal_error(exc)
+
+    async def handle_checked(request: Request, chat: bool):
         try:
             body = parse_json(await request.body())
             req = parse_request(body, chat=chat, tokenizer=engine.tokenizer, served_model=model_name,
@@ -203,6 +212,9 @@ def create_app(aengine: AsyncEngine, model_name: str):
                             yield chunk([], _usage(len(req.prompt_ids), completion_tokens))
                     finished = True
                     yield "data: [DONE]\n\n"
+                except Exception as exc:  # noqa: BLE001 - report in the stream, never to uvicorn
+                    log_exception(exc)
+                    yield f"data: {json.dumps(APIError(500, f'{type(exc).__name__}: {exc}', type_='server_error').body())}\n\n"
                 finally:
                     if not finished:
                         aengine.abort(rid)
