@@ -214,11 +214,10 @@ class LLMEngine:
         if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:
             reason = "stop"
         else:
-            seq.output_text += seq.decoder.add(token)
-            for stop in p.stop:
-                cut = seq.output_text.find(stop, max(0, len(seq.output_text) - len(stop) - 4))
-                if cut < 0:
-                    cut = seq.output_text.find(stop)
+            piece = seq.decoder.add(token)
+            seq.output_text += piece
+            for stop in p.stop:       # only a match overlapping the new piece can be new
+                cut = seq.output_text.find(stop, max(0, len(seq.output_text) - len(piece) - len(stop) + 1))
                 if cut >= 0:
                     seq.output_text = seq.output_text[:cut]
                     reason = "stop"
