@@ -338,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-num-batched-tokens", type=int, default=512)
     p.add_argument("--no-prefix-caching", action="store_true")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--attention-backend", choices=["torch", "triton"], default="torch",
+                   help="decode attention: PyTorch gather, or the Triton paged-decode kernel (meant for CUDA)")
     return p
 
 
@@ -348,7 +350,8 @@ def engine_from_args(args) -> LLMEngine:
     device = args.device or ("cuda" if has_cuda() else "cpu")
     cfg = EngineConfig(block_size=args.block_size, num_blocks=args.num_blocks, max_num_seqs=args.max_num_seqs,
                        max_num_batched_tokens=args.max_num_batched_tokens,
-                       enable_prefix_caching=not args.no_prefix_caching, device=device)
+                       enable_prefix_caching=not args.no_prefix_caching, device=device,
+                       extra={"attention_backend": args.attention_backend})
     return LLMEngine.from_pretrained(args.model, cfg)
 
 
