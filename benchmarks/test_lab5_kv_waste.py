@@ -8,6 +8,7 @@ the number does not depend on the request count, only on the lengths), outputs 1
 """
 from __future__ import annotations
 
+import pytest
 import torch
 
 from mlsys_labs.serving.config import EngineConfig
@@ -17,8 +18,16 @@ from mlsys_labs.serving.offline_bench import kv_waste, make_workload, run_engine
 from mlsys_labs.common.bench import record_figure
 
 
-def test_kv_cache_waste(benchmark):
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread for the run (restored after): a shared 2-core VM crawls when OpenMP oversubscribes."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_kv_cache_waste(benchmark):
     wl = make_workload(32, 4321, input_len=(16, 128), output_len=(16, 256))
     model = load_pretrained(default_model_path())
     engine = LLMEngine(model, EngineConfig(num_blocks=1024, block_size=16, max_num_seqs=64))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pytest
 import torch
 
 from mlsys_labs.common.bench import compare, record_figure
@@ -23,8 +24,16 @@ def all_logits(model, ids):
     return ModelRunner(model, len(s.block_table), 16).run_all_logits([s], [len(ids)]).double()
 
 
-def test_int8_quality_and_speculative_acceptance(benchmark):
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread for the run (restored after): a shared 2-core VM crawls when OpenMP oversubscribes."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_int8_quality_and_speculative_acceptance(benchmark):
     rng = np.random.default_rng(5)
     model = load_pretrained(default_model_path())
     qmodel = quantize_model_int8(copy.deepcopy(model))
