@@ -310,3 +310,37 @@ def test_bench_serve_load_generator_reports_latencies(server):
         assert 0 < s["ttft_s"]["median"] <= s["e2e_s"]["median"]
         assert s["itl_s"]["mean"] > 0 and s["tpot_s"]["mean"] > 0
     wait_until_idle(server)
+
+
+@pytest.mark.points(2)
+def test_a_waiting_request_whose_client_leaves_is_aborted(server):
+    """All 6 sequence slots busy with streams; a 7th request waits in the queue, its client
+    gives up, and it is aborted from the queue; then the streams leave too."""
+    before = server.engine.metrics.requests_aborted
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+            streams, iters = [], []
+            for i in range(6):
+                cm = c.stream("POST", "/v1/completions", json={"prompt": f"busy {i}", "max_tokens": 480,
+                                                               "ignore_eos": True, "stream": True})
+                r = await cm.__aenter__()
+                it = r.aiter_lines()
+                while not (await it.__anext__()).startswith("data: "):
+                    pass
+                streams.append(cm)
+                iters.append(it)
+            with pytest.raises(httpx.TimeoutException):
+                await c.post("/v1/completions", json={"prompt": "I will wait", "max_tokens": 5}, timeout=0.3)
+            t0 = time.monotonic()
+            while server.engine.metrics.requests_aborted < before + 1 and time.monotonic() - t0 < 10:
+                await asyncio.sleep(0.05)
+            waiting_aborted = server.engine.metrics.requests_aborted - before
+            for cm in streams:
+                await cm.__aexit__(None, None, None)
+            return waiting_aborted
+
+    waiting_aborted = asyncio.run(scenario())
+    assert waiting_aborted == 1, "the waiting request was not aborted when its client left"
+    wait_until_idle(server)
+    assert server.engine.metrics.requests_aborted == before + 7
