@@ -102,7 +102,8 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         messages = []
         for pid in sampled:
             full = clients[pid]["full-steps"]
-            # A straggler manages a random part of its work: 1 ≤ steps < full (FedProx §5.2).
+            # A straggler manages a random part of its work: 1 ≤ steps < full (Li et al. 2020,
+            # the systems-heterogeneity experiments: stragglers run fewer local epochs).
             steps = int(rng.integers(1, full)) if pid in stragglers and full > 1 else full
             config = ConfigRecord({**_client_config(cfg), "mu": strategy.mu, "steps": steps,
                                    "server-round": rnd})
