@@ -99,7 +99,11 @@ def tuned_config(dtype=np.float32, cache_path: Path | None = None) -> BlockConfi
     if not path.exists():
         return DEFAULT_CONFIG
     prefix = f"{machine_slug()}/{np.dtype(dtype).name}/"
-    entries = [v for k, v in json.loads(path.read_text()).items() if k.startswith(prefix)]
-    if not entries:
-        return DEFAULT_CONFIG
-    return BlockConfig(**max(entries, key=lambda e: e["when"])["config"]).validate()
+    entries = sorted((v for k, v in json.loads(path.read_text()).items() if k.startswith(prefix)),
+                     key=lambda e: e["when"], reverse=True)
+    for entry in entries:                     # newest first; skip choices this code no longer has
+        try:
+            return BlockConfig(**entry["config"]).validate()
+        except (TypeError, ValueError):
+            continue
+    return DEFAULT_CONFIG
