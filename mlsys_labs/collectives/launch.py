@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from ..common.procs import run_group
 
 
 def mpiexec_path() -> str:
@@ -70,21 +71,12 @@ def run_mpi(p: int, args: list[str], *, timeout: float, hostfile: str | None = N
             yield_when_idle: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``python args`` on p ranks; kill the whole process group on timeout.
 
-    Returns the CompletedProcess (``returncode`` is None-free: −9 after a timeout kill),
-    with stdout/stderr as text.
+    Returns the CompletedProcess (``returncode`` is −9 after a timeout kill), with
+    stdout/stderr as text.
     """
-    proc = subprocess.Popen(mpiexec_command(p, args, hostfile), env=env or mpi_env(yield_when_idle),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
+    cmd = mpiexec_command(p, args, hostfile)
+    done = run_group(cmd, timeout=timeout, env=env or mpi_env(yield_when_idle))
+    err = done.stderr
+    if done.timed_out:
         err += f"\n[launch] killed after {timeout:.0f} s (deadlock, or too slow)"
-        return subprocess.CompletedProcess(proc.args, -9, out, err)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return subprocess.CompletedProcess(cmd, done.returncode, done.stdout, err)
