@@ -9,40 +9,19 @@ The model is the demo's small GPT (d_model 128, 2 blocks, 64 characters, global 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from mlsys_labs.common.bench import record_figure
+from mlsys_labs.zero.launch import torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(nproc: int, out: Path, extra: list[str], timeout: float = 540) -> dict:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "mlsys_labs.zero.peers",
-           str(out), *extra]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    try:
-        text, _ = proc.communicate(timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    assert proc.returncode == 0 and out.exists(), f"peers run failed ({proc.returncode}):\n{text[-4000:]}"
+    done = torchrun(nproc, ["-m", "mlsys_labs.zero.peers", str(out), *extra], timeout=timeout)
+    assert done.returncode == 0 and out.exists(), f"peers run failed ({done.returncode}):\n{done.stdout[-4000:]}"
     return json.loads(out.read_text())
 
 

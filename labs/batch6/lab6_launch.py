@@ -5,23 +5,9 @@ importlib mode, where ``conftest`` cannot be imported by name).
 """
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from mlsys_labs.zero.launch import torchrun as _torchrun
 
 
 @dataclass
@@ -37,25 +23,5 @@ class Launch:
 
 def torchrun(nproc: int, target: list[str], timeout: float) -> Launch:
     """``torchrun --nproc_per_node nproc TARGET...`` on a free port; killed (whole group) on exit."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()), *target]
-    # a submission being graded comes first on PYTHONPATH; keep it first for the children, and run
-    # them outside the checkout (``python -m`` puts the working directory first on sys.path)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
-        ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []) + [str(HERE.parents[1])]))
-    t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=tempfile.gettempdir(), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    timed_out = False
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the agent's workers too, whatever happened
-        except ProcessLookupError:
-            pass
-    return Launch(proc.returncode, out or "", time.monotonic() - t0, timed_out)
+    done = _torchrun(nproc, target, timeout=timeout)
+    return Launch(done.returncode, done.stdout, done.seconds, done.timed_out)

@@ -44,15 +44,17 @@ class Finished:
 
 
 def run_group(cmd: list[str], *, timeout: float, env: dict | None = None, cwd=None,
-              merge_stderr: bool = False) -> Finished:
+              merge_stderr: bool = False, capture: bool = True) -> Finished:
     """Run ``cmd`` in its own process group; on timeout (or any exit) kill the whole group.
 
     ``returncode`` is -9 after a timeout.  With ``merge_stderr`` the child's stderr is
-    folded into ``stdout``.
+    folded into ``stdout``; with ``capture=False`` the child writes to this terminal
+    (progress bars stay live) and ``stdout``/``stderr`` come back empty.
     """
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+    pipe = subprocess.PIPE if capture else None
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=pipe,
+                            stderr=(subprocess.STDOUT if merge_stderr else subprocess.PIPE) if capture else None,
                             stdin=subprocess.DEVNULL, text=True, start_new_session=True)
     timed_out = False
     try:

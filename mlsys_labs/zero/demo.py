@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
-from ..common.paths import project_root, reports_dir
+from ..common.paths import reports_dir
+from .launch import torchrun
 
 
 def _worker(argv: list[str]) -> int:
@@ -38,12 +35,6 @@ def _worker(argv: list[str]) -> int:
     return 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "--worker":
         return _worker(argv[1:])
@@ -53,19 +44,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--stages", default="0,1,2,3")
     args = p.parse_args(argv)
     out = reports_dir("lab6")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(args.nproc),
-           "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), "-m", "mlsys_labs.zero.demo",
-           "--worker", str(out), str(args.steps), args.stages]
-    print(f"lab 6: {' '.join(cmd[2:])}", flush=True)
-    proc = subprocess.Popen(cmd, cwd=project_root(), start_new_session=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    try:
-        code = proc.wait(timeout=900)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    target = ["-m", "mlsys_labs.zero.demo", "--worker", str(out), str(args.steps), args.stages]
+    print(f"lab 6: torchrun --nproc_per_node {args.nproc} {' '.join(target)}", flush=True)
+    code = torchrun(args.nproc, target, timeout=900, capture=False).returncode
     if code != 0:
         print(f"lab 6 demo: torchrun exited with {code}")
         return code
