@@ -4,6 +4,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CLI    := $(VENV)/bin/mlsys-labs
 STAMP  := $(VENV)/.mlsys-installed
+# every lab's dependencies; on a machine with an NVIDIA driver also the CUDA extras
+EXTRAS := all$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
 
 .PHONY: install test lab-1 lab-2 lab-3 lab-4 lab-5 lab-6 lab-7 bench gpu-check report starter clean
 
@@ -13,7 +15,7 @@ $(STAMP): pyproject.toml scripts/install-torch
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	scripts/install-torch $(PY)
-	$(PY) -m pip install --quiet -e ".[all]"
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 	@echo "mlsys-labs installed in $(VENV)  (activate: . $(VENV)/bin/activate)"
 

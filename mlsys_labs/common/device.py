@@ -48,6 +48,10 @@ def configure_triton() -> bool:
     Returns True when running interpreted.  Raises if Triton was already imported
     without the interpreter on a machine that has no GPU: that import came too early.
     """
+    from .paths import state_dir
+
+    # Triton's compile cache stays in the project, not in ~/.triton
+    os.environ.setdefault("TRITON_CACHE_DIR", str(state_dir("triton-cache")))
     if has_cuda():
         return False
     os.environ.setdefault("TRITON_INTERPRET", "1")
