@@ -172,11 +172,17 @@ class Deployment:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        for pid in leftover_processes(self.flwr_home):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        # Flower starts its SuperExec helpers detached (a session of their own), out of reach
+        # of the group signals above, and they may start a child while shutting down: sweep
+        # by the run's FLWR_HOME until nothing carries it.
+        deadline = time.monotonic() + grace_s
+        while (left := leftover_processes(self.flwr_home)) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
 
     def __enter__(self) -> "Deployment":
         return self.start()
