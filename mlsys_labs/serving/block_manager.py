@@ -131,14 +131,15 @@ class BlockManager:
         return hits
         # END SOLUTION
 
-    def can_allocate(self, seq: Sequence, num_new_tokens: int) -> bool:
-        """Could ``seq`` (waiting, no blocks) be admitted with its prefix hit plus ``num_new_tokens``?"""
+    def can_allocate(self, seq: Sequence, num_new_tokens: int, reserve: int = 0) -> bool:
+        """Could ``seq`` (waiting, no blocks) be admitted with its prefix hit plus ``num_new_tokens``,
+        leaving ``reserve`` blocks free?"""
         hits = self.lookup_prefix(seq)
         hit_tokens = len(hits) * self.block_size
         revived = sum(1 for b in hits if self.blocks[b].ref_count == 0)
         new_tokens = min(num_new_tokens, len(seq) - hit_tokens)
         need = self.blocks_needed(hit_tokens + new_tokens) - len(hits)
-        return need + revived <= len(self.free)
+        return need + revived + reserve <= len(self.free)
 
     def allocate(self, seq: Sequence) -> int:
         """Admit ``seq``: take its prefix-cache hits (shared, ref+1) and set ``num_computed_tokens``

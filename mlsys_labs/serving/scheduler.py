@@ -9,7 +9,9 @@ within a token budget (``max_num_batched_tokens``) and a sequence cap (``max_num
    admitted running sequence is *preempted by recomputation*: its blocks are freed and it
    goes back to the front of the queue to be prefilled again later (vLLM §4.5);
 3. if nothing was preempted, waiting sequences are admitted first-come-first-served while
-   budget, sequence slots and blocks last (their prefix-cache hits cost nothing).
+   budget, sequence slots and blocks last (their prefix-cache hits cost nothing), keeping a
+   watermark of one free block per running sequence (vLLM keeps a watermark too): admitting
+   into the very last blocks only buys a preemption and a recomputation a few steps later.
 
 A request that could never fit — longer than the context or than the whole pool — is
 rejected when it arrives instead of waiting forever.
@@ -132,7 +134,9 @@ class Scheduler:
             return batch
         while self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
             seq = self.waiting[0]
-            if not self.bm.can_allocate(seq, min(budget, cap)):
+            # watermark: keep one free block per running sequence (each may need a new block soon);
+            # admitting into the last free blocks only buys a preemption and a recomputation later
+            if not self.bm.can_allocate(seq, min(budget, cap), reserve=len(self.running)):
                 break                                     # FCFS: nobody overtakes the head
             self.bm.allocate(seq)
             num_new = min(len(seq) - seq.num_computed_tokens, budget, cap)
