@@ -1,6 +1,7 @@
 """Flower's own engines: the simulation engine (Ray) and deployment (real processes)."""
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,18 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+def describe(pids) -> str:
+    """pid: command line, for assertion messages."""
+    out = []
+    for pid in pids:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            cmd = "(gone)"
+        out.append(f"{pid}: {cmd[:200]}")
+    return "\n".join(out)
+
+
 @pytest.fixture(scope="module")
 def flower_run(request):
     """One Flower simulation (Ray start-up is seconds: shared by the tests below)."""
@@ -47,8 +60,10 @@ def flower_run(request):
         history = run_flower_simulation(cfg)
     except Exception as exc:  # noqa: BLE001 — reported by each test that needs the run
         error = exc
-    left = sorted(set(descendants(os.getpid())) - before)
-    return cfg, history, local, error, left
+    deadline = time.monotonic() + 10  # a few seconds' grace for processes already exiting
+    while (left := sorted(set(descendants(os.getpid())) - before)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return cfg, history, local, error, describe(left) if left else ""
 
 
 def _need(flower_run):
@@ -87,7 +102,7 @@ def test_flower_engine_and_in_process_engine_agree_bit_for_bit(flower_run):
 def test_flower_simulation_leaves_no_ray_process(flower_run):
     _need(flower_run)
     left = flower_run[4]
-    assert not left, f"processes left after the simulation: {left}"
+    assert not left, f"processes left after the simulation:\n{left}"
 
 
 @pytest.mark.points(3)
@@ -113,7 +128,7 @@ def test_deployment_with_3_supernodes_runs_and_leaves_nothing(seed):
     logs = deployment.log_tail(2000)
     assert error is None, f"deployment failed: {type(error).__name__}: {error}\n{logs}"
     assert len(running) >= 4, f"expected a SuperLink and 3 SuperNodes running, saw pids {running}"
-    assert not left, f"processes left behind after stop(): {left}\n{logs}"
+    assert not left, f"processes left behind after stop():\n{describe(left)}\n{logs}"
     assert [r["round"] for r in history["rounds"]] == [1, 2]
     assert all(r["aggregated"] == [0, 1, 2] for r in history["rounds"]), history["rounds"]
     # the deployed run computes exactly what the in-process engine computes

@@ -82,25 +82,25 @@ def descendants(pid: int) -> list[int]:
 
 
 def stop_processes(pids: set[int], grace_s: float = 15.0) -> None:
-    """Wait up to ``grace_s`` for ``pids`` to exit on their own, then SIGKILL the rest."""
-    deadline = time.monotonic() + grace_s
+    """Wait up to ``grace_s`` for ``pids`` to exit on their own, then SIGKILL the rest and
+    wait (reaping our direct children) until they are gone."""
     alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        alive &= set(descendants(os.getpid()))
-        if alive:
-            time.sleep(0.2)
-    for pid in alive:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if alive:  # reap them if they are our direct children
-        time.sleep(0.2)
-        for pid in alive:
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+    for phase_s, kill in ((grace_s, False), (5.0, True)):
+        deadline = time.monotonic() + phase_s
+        while alive and time.monotonic() < deadline:
+            for pid in alive:
+                if kill:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass  # not our child: init reaps it
+            alive &= set(descendants(os.getpid()))
+            if alive:
+                time.sleep(0.2)
 
 
 def run_in_process(cfg: FedConfig) -> dict:
