@@ -9,7 +9,6 @@ the number does not depend on the request count, only on the lengths), outputs 1
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mlsys_labs.serving.config import EngineConfig
 from mlsys_labs.serving.engine import LLMEngine
@@ -18,13 +17,7 @@ from mlsys_labs.serving.offline_bench import kv_waste, make_workload, run_engine
 from mlsys_labs.common.bench import record_figure
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread for the run (restored after): a shared 2-core VM crawls when OpenMP oversubscribes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_kv_cache_waste(benchmark):

@@ -8,7 +8,6 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 
 from mlsys_labs.common.bench import compare, record_figure
 from mlsys_labs.serving.model import default_draft_path, default_model_path, load_pretrained
@@ -24,13 +23,7 @@ def all_logits(model, ids):
     return ModelRunner(model, len(s.block_table), 16).run_all_logits([s], [len(ids)]).double()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread for the run (restored after): a shared 2-core VM crawls when OpenMP oversubscribes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_int8_quality_and_speculative_acceptance(benchmark):

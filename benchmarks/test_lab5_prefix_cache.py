@@ -10,7 +10,6 @@ as in a chat.  Against the cache turned off, in the same run:
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mlsys_labs.common.bench import record_figure
 from mlsys_labs.serving.config import EngineConfig
@@ -19,13 +18,7 @@ from mlsys_labs.serving.model import default_model_path, load_pretrained
 from mlsys_labs.serving.offline_bench import prefix_workload, run_prefix_workload
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread for the run (restored after): a shared 2-core VM crawls when OpenMP oversubscribes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_prefix_caching(benchmark):

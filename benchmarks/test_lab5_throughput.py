@@ -15,7 +15,6 @@ thread for both sides (a shared 2-core VM slows to a crawl when OpenMP threads o
 from __future__ import annotations
 
 import pytest
-import torch
 
 from mlsys_labs.common.bench import machine_name, record_figure
 from mlsys_labs.serving.config import EngineConfig
@@ -27,12 +26,7 @@ from mlsys_labs.serving.offline_bench import (Workload, load_hf, make_workload, 
 N, SEED, POOL_BLOCKS, BLOCK = 64, 1234, 256, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_offline_throughput_vs_transformers(benchmark):

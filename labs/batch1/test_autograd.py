@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mlsys_labs.common.tolerance import assert_close

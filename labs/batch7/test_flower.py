@@ -6,31 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from mlsys_labs.common.procs import descendants
 from mlsys_labs.federated import FedConfig
 from mlsys_labs.federated.simulation import run_flower_simulation, run_in_process
 
 FAULTY = FedConfig(num_clients=4, num_rounds=3, fraction=0.75, fail_partitions="1,2", fail_round=2,
                    partitioning="dirichlet:1.0")
-
-
-def descendants(pid: int) -> list[int]:
-    """Live (non-zombie) descendant processes of ``pid``, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def describe(pids) -> str:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,3 +67,23 @@ def run_group(cmd: list[str], *, timeout: float, env: dict | None = None, cwd=No
     finally:
         kill_group(proc)  # descendants the launcher left behind
     return Finished(-9 if timed_out else proc.returncode, out or "", err or "", time.monotonic() - t0, timed_out)
+
+
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) descendant processes of ``pid``, read from ``/proc`` (Linux)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -32,6 +32,7 @@ import uuid
 from pathlib import Path
 
 from mlsys_labs.common.paths import state_dir
+from mlsys_labs.common.procs import free_port
 
 from .config import FedConfig
 from .environment import child_environment
@@ -60,12 +61,6 @@ clientapp = "mlsys_labs.federated.client_app:app"
 [tool.flwr.app.config]
 {config}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _toml_value(value) -> str:

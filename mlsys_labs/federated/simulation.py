@@ -21,8 +21,8 @@ import logging
 import os
 import signal
 import time
-from pathlib import Path
 
+from ..common.procs import descendants
 from .config import FedConfig
 from .environment import configure_environment
 
@@ -59,26 +59,6 @@ class InProcessGrid:
                 reply = Message(Error(code=0, reason=f"{type(exc).__name__}: {exc}"), reply_to=msg)
             replies.append(reply)
         return replies
-
-
-def descendants(pid: int) -> list[int]:
-    """Live (non-zombie) descendant processes of ``pid``, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 def stop_processes(pids: set[int], grace_s: float = 15.0) -> None:

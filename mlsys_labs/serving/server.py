@@ -25,6 +25,7 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
+from ..common.procs import free_port
 from .api import APIError, parse_json, parse_request
 from .engine import LLMEngine, log_exception
 from .scheduler import RequestRejected
@@ -269,12 +270,6 @@ def create_app(aengine: AsyncEngine, model_name: str):
 
 
 # ---------------------------------------------------------------------- running it
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:
