@@ -77,7 +77,7 @@ def cmd_run(args, extra: list[str]) -> int:
     score_ok = True
     if not args.skip_tests:
         print(f"== Lab {lab.number}: {lab.topic} — graded tests")
-        result = grade(lab.number, project_root(), timeout=args.timeout, show_progress=True)
+        result = grade(lab.number, project_root(), timeout=args.timeout, show_progress=sys.stderr.isatty())
         out = reports_dir("grades")
         write_outputs([result], out / f"lab{lab.number}.json", out / f"lab{lab.number}.md")
         failed = [t for t in result.tests if t.status != "passed"]
