@@ -34,9 +34,6 @@ class DDP(Engine):
         self._handles = []
         self._register_grad_hooks()
 
-    def _grad_bucket(self, u: int) -> torch.Tensor:
-        return self.flat_grads[u]
-
     def _bucket_ready(self, u: int) -> None:
         # BEGIN SOLUTION hint: when syncing, start an async all-reduce of the bucket (tag "grads") and remember the handle
         if self._sync:

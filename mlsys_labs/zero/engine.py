@@ -81,8 +81,9 @@ class Engine:
         raise NotImplementedError
 
     def _grad_bucket(self, u: int) -> torch.Tensor:
-        """The flat gradient buffer backward accumulates unit u into."""
-        raise NotImplementedError
+        """The flat gradient buffer backward accumulates unit u into (DDP and stage 1 keep a
+        full one per unit; stage 2 overrides this to allocate it only while it is needed)."""
+        return self.flat_grads[u]
 
     def _bucket_ready(self, u: int) -> None:
         """Unit u's gradients are complete for this backward: start its collective."""

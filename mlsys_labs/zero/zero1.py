@@ -37,9 +37,6 @@ class ZeRO1(Engine):
         self._handles = []
         self._register_grad_hooks()
 
-    def _grad_bucket(self, u: int) -> torch.Tensor:
-        return self.flat_grads[u]
-
     def _bucket_ready(self, u: int) -> None:
         # BEGIN SOLUTION hint: when syncing, async reduce-scatter the bucket into its own [lo, hi) chunk (tag "grads")
         if self._sync:
