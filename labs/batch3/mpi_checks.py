@@ -1,16 +1,20 @@
-"""The graded checks that run *inside* ``mpiexec -n p``: each family of collectives
+"""The graded checks that run *inside* ``mpiexec -n p``: each (collective, algorithm)
 against MPI's own, many cases per launch (process start-up dominates on 2 cores).
 
-    mpiexec -n 4 python labs/batch3/mpi_checks.py RESULTS.jsonl SEED allreduce,bcast,...
+    mpiexec -n 4 python labs/batch3/mpi_checks.py RESULTS.jsonl SEED allreduce:ring,bcast:binomial,...
 
-Every rank runs the same cases in the same order on a fresh duplicate of
-COMM_WORLD per family.  After each case the ranks agree (a non-blocking MPI allreduce
-with a deadline) on whether all of them passed; a failure ends that family and is
-reported with each rank's error.  A deadlock (some rank waits for a message that is never
-sent) ends the launch within CASE_DEADLINE_S: a rank that gets no answer aborts, and a
-watchdog thread ends a rank whose case runs past the deadline (for when every rank is
-blocked); the test harness (conftest.py) then relaunches the families not yet checked.  Rank 0 appends one JSON
-line per family start and end to RESULTS.jsonl.
+A *group* is one collective's one algorithm (``allreduce:ring``), or ``validation``,
+``calibration``.  Every rank runs the same cases of a group in the same order on a fresh
+duplicate of COMM_WORLD.  After each case the ranks agree (a non-blocking MPI allreduce
+with a deadline) on whether all of them passed; a failure ends that group only, and is
+reported with each rank's error.  A rank whose case raises writes the error to
+RESULTS.jsonl.rank<r> at once, so that even when the launch must be aborted (the other
+ranks wait for this rank's messages) the exception is what is reported, not a deadlock.
+A deadlock (some rank waits for a message that is never sent, and no rank raised) ends
+the launch within CASE_DEADLINE_S: a rank that gets no answer aborts, and a watchdog
+thread ends a rank whose case runs past the deadline (for when every rank is blocked);
+the test harness (conftest.py) then relaunches the groups not yet checked.  Rank 0
+appends one JSON line per group start and end to RESULTS.jsonl.
 
 Integers must match bit for bit; floats within the tolerance policy
 (float64 rtol 1e-12, float32 1e-5), since MPI may combine in another order.
@@ -75,18 +79,23 @@ def same(got, ref, what: str) -> None:
 
 
 # ----------------------------------------------------------------------------- checks
-def check_barrier(comm, rng):
-    """One rank (a different one each round) arrives 20 ms late: nobody may leave first."""
+# Each check is a generator of (label, case) for one algorithm; the last case of every
+# collective's group compares the messages and bytes it sends with its cost formula.
+def check_barrier(comm, rng, algorithm):
+    """Every rank in turn arrives 20 ms late: nobody may leave before it arrives.
+
+    Called with ``check=False``: the argument check is itself an MPI collective, which
+    would synchronise the ranks and hide a barrier that lets them leave early.  The
+    clock is CLOCK_MONOTONIC, one clock for all processes of a machine."""
     p, rank = comm.Get_size(), comm.Get_rank()
-    for round_ in range(6):
-        late = int(rng.integers(p))  # the same on every rank (shared seed)
+    for late in range(p):
         times = {}
 
         def enter(late=late, times=times):
             if rank == late:
                 time.sleep(0.02)
-            times["in"] = time.monotonic()  # one clock for all processes of a machine
-            C.barrier(comm)
+            times["in"] = time.monotonic()
+            C.barrier(comm, algorithm=algorithm, check=False)
             times["out"] = time.monotonic()
 
         def verdict(late=late, times=times):
@@ -96,17 +105,18 @@ def check_barrier(comm, rng):
             if everyone[first][1] < last_in:
                 raise AssertionError(f"rank {first} left the barrier {1e3 * (last_in - everyone[first][1]):.1f} ms "
                                      f"before rank {late} arrived")
-        yield f"barrier round {round_} (rank {late} arrives late)", enter
-        yield f"barrier round {round_}: nobody leaves before the last rank arrives", verdict
+        yield f"barrier: rank {late} arrives late", enter
+        yield f"barrier: nobody leaves before rank {late} arrives", verdict
+    yield from message_counts(comm, rng, "barrier", algorithm)
 
 
-def check_bcast(comm, rng):
+def check_bcast(comm, rng, algorithm):
     p, rank = comm.Get_size(), comm.Get_rank()
     for k, shape, dtype, _ in combos(p):
-        root = k % p
-        data = values(rng, shape, dtype, "sum")
-        for algorithm in C.ALGORITHMS["bcast"]:
-            def case(data=data, root=root, algorithm=algorithm, shape=shape, dtype=dtype):
+        for root in sorted({k % p, (k + 1) % p}):
+            data = values(rng, shape, dtype, "sum")
+
+            def case(data=data, root=root, shape=shape, dtype=dtype):
                 ref = data.copy()
                 comm.Bcast(ref, root=root)
                 buf = data.copy() if rank == root else poison_like(data)
@@ -115,85 +125,91 @@ def check_bcast(comm, rng):
                 if out is not None and out is not buf:
                     same(out, ref, "bcast return value")
             yield f"bcast {algorithm} {dtype}{list(shape)} root={root}", case
+    yield from message_counts(comm, rng, "bcast", algorithm)
 
 
-def check_reduce(comm, rng):
+def check_reduce(comm, rng, algorithm):
     p, rank = comm.Get_size(), comm.Get_rank()
     for k, shape, dtype, op in combos(p):
-        root = (k * 3) % p
-        data = values(rng, shape, dtype, op)
+        for root in sorted({(k * 3) % p, (k * 3 + 1) % p}):
+            data = values(rng, shape, dtype, op)
 
-        def case(data=data, root=root, op=op, shape=shape, dtype=dtype):
-            ref = np.empty_like(data)
-            comm.Reduce(data, ref, op=MPI_OPS[op], root=root)
-            before = data.copy()
-            got = C.reduce(comm, data, op=op, root=root)
-            what = f"reduce {op} {dtype}{list(shape)} root={root}"
-            if rank == root:
-                same(got, ref, what)
-            elif got is not None:
-                raise AssertionError(f"{what}: non-root rank {rank} should get None, got {type(got).__name__}")
-            same(data, before, f"{what}: input buffer must be left unchanged")
-        yield f"reduce {op} {dtype}{list(shape)} root={root}", case
+            def case(data=data, root=root, op=op, shape=shape, dtype=dtype):
+                ref = np.empty_like(data)
+                comm.Reduce(data, ref, op=MPI_OPS[op], root=root)
+                before = data.copy()
+                got = C.reduce(comm, data, op=op, root=root, algorithm=algorithm)
+                what = f"reduce {op} {dtype}{list(shape)} root={root}"
+                if rank == root:
+                    same(got, ref, what)
+                elif got is not None:
+                    raise AssertionError(f"{what}: non-root rank {rank} should get None, got {type(got).__name__}")
+                same(data, before, f"{what}: input buffer must be left unchanged")
+            yield f"reduce {op} {dtype}{list(shape)} root={root}", case
+    yield from message_counts(comm, rng, "reduce", algorithm)
 
 
-def check_allreduce(comm, rng):
+def check_allreduce(comm, rng, algorithm):
     for _, shape, dtype, op in combos(comm.Get_size()):
         data = values(rng, shape, dtype, op)
-        for algorithm in C.ALGORITHMS["allreduce"]:
-            def case(data=data, op=op, algorithm=algorithm, shape=shape, dtype=dtype):
-                ref = np.empty_like(data)
-                comm.Allreduce(data, ref, op=MPI_OPS[op])
-                before = data.copy()
-                got = C.allreduce(comm, data, op=op, algorithm=algorithm)
-                same(got, ref, f"allreduce {algorithm} {op} {dtype}{list(shape)}")
-                same(data, before, f"allreduce {algorithm}: input buffer must be left unchanged")
-            yield f"allreduce {algorithm} {op} {dtype}{list(shape)}", case
-    data = values(rng, (37,), "float64", "sum")
-    for algorithm in C.ALGORITHMS["allreduce"]:
-        def into_out(data=data, algorithm=algorithm):
+
+        def case(data=data, op=op, shape=shape, dtype=dtype):
             ref = np.empty_like(data)
-            comm.Allreduce(data, ref, op=MPI.SUM)
-            out = poison_like(data)
-            got = C.allreduce(comm, data, algorithm=algorithm, out=out)
-            same(out, ref, f"allreduce {algorithm} into out=")
-            if got is not out:
-                raise AssertionError("allreduce(..., out=buf) must return buf")
-            inplace = data.copy()
-            C.allreduce(comm, inplace, algorithm=algorithm, out=inplace)
-            same(inplace, ref, f"allreduce {algorithm} in place (out=sendbuf)")
-        yield f"allreduce {algorithm} into out= and in place", into_out
+            comm.Allreduce(data, ref, op=MPI_OPS[op])
+            before = data.copy()
+            got = C.allreduce(comm, data, op=op, algorithm=algorithm)
+            same(got, ref, f"allreduce {algorithm} {op} {dtype}{list(shape)}")
+            same(data, before, f"allreduce {algorithm}: input buffer must be left unchanged")
+        yield f"allreduce {algorithm} {op} {dtype}{list(shape)}", case
+    data = values(rng, (37,), "float64", "sum")
+
+    def into_out(data=data):
+        ref = np.empty_like(data)
+        comm.Allreduce(data, ref, op=MPI.SUM)
+        out = poison_like(data)
+        got = C.allreduce(comm, data, algorithm=algorithm, out=out)
+        same(out, ref, f"allreduce {algorithm} into out=")
+        if got is not out:
+            raise AssertionError("allreduce(..., out=buf) must return buf")
+        inplace = data.copy()
+        C.allreduce(comm, inplace, algorithm=algorithm, out=inplace)
+        same(inplace, ref, f"allreduce {algorithm} in place (out=sendbuf)")
+    yield f"allreduce {algorithm} into out= and in place", into_out
+    yield from message_counts(comm, rng, "allreduce", algorithm)
 
 
-def check_reduce_scatter(comm, rng):
+def check_reduce_scatter(comm, rng, algorithm):
     p, rank = comm.Get_size(), comm.Get_rank()
     for _, shape, dtype, op in combos(p):
         data = values(rng, shape, dtype, op)
         counts = C.block_counts(data.size, p)
-        for algorithm in C.ALGORITHMS["reduce_scatter"]:
-            def case(data=data, op=op, algorithm=algorithm, shape=shape, dtype=dtype, counts=counts):
-                ref = np.empty(counts[rank], dtype=data.dtype)
-                comm.Reduce_scatter(data, ref, recvcounts=counts, op=MPI_OPS[op])
-                got = C.reduce_scatter(comm, data, op=op, algorithm=algorithm)
-                same(None if got is None else np.asarray(got).reshape(-1), ref,
-                     f"reduce_scatter {algorithm} {op} {dtype}{list(shape)} (block {rank} of {counts})")
-            yield f"reduce_scatter {algorithm} {op} {dtype}{list(shape)}", case
+
+        def case(data=data, op=op, shape=shape, dtype=dtype, counts=counts):
+            ref = np.empty(counts[rank], dtype=data.dtype)
+            comm.Reduce_scatter(data, ref, recvcounts=counts, op=MPI_OPS[op])
+            before = data.copy()
+            got = C.reduce_scatter(comm, data, op=op, algorithm=algorithm)
+            same(None if got is None else np.asarray(got).reshape(-1), ref,
+                 f"reduce_scatter {algorithm} {op} {dtype}{list(shape)} (block {rank} of {counts})")
+            same(data, before, f"reduce_scatter {algorithm}: input buffer must be left unchanged")
+        yield f"reduce_scatter {algorithm} {op} {dtype}{list(shape)}", case
+    yield from message_counts(comm, rng, "reduce_scatter", algorithm)
 
 
-def check_allgather(comm, rng):
+def check_allgather(comm, rng, algorithm):
     p = comm.Get_size()
     for _, shape, dtype, _ in combos(p):
         data = values(rng, shape, dtype, "max")
-        for algorithm in C.ALGORITHMS["allgather"]:
-            def case(data=data, algorithm=algorithm, shape=shape, dtype=dtype):
-                ref = np.empty((p,) + data.shape, dtype=data.dtype)
-                comm.Allgather(data, ref)
-                same(C.allgather(comm, data, algorithm=algorithm), ref,
-                     f"allgather {algorithm} {dtype}{list(shape)}")
-            yield f"allgather {algorithm} {dtype}{list(shape)}", case
+
+        def case(data=data, shape=shape, dtype=dtype):
+            ref = np.empty((p,) + data.shape, dtype=data.dtype)
+            comm.Allgather(data, ref)
+            same(C.allgather(comm, data, algorithm=algorithm), ref, f"allgather {algorithm} {dtype}{list(shape)}")
+        yield f"allgather {algorithm} {dtype}{list(shape)}", case
+    yield from message_counts(comm, rng, "allgather", algorithm)
 
 
-def check_alltoall(comm, rng):
+def check_alltoall(comm, rng, algorithm):
     p = comm.Get_size()
     for _, shape, dtype, _ in combos(p):
         data = values(rng, (p,) + shape, dtype, "min")
@@ -201,13 +217,15 @@ def check_alltoall(comm, rng):
         def case(data=data, shape=shape, dtype=dtype):
             ref = np.empty_like(data)
             comm.Alltoall(data, ref)
-            same(C.alltoall(comm, data), ref, f"alltoall pairwise {dtype}{list((p,) + shape)}")
-        yield f"alltoall {dtype}{list((p,) + shape)}", case
+            same(C.alltoall(comm, data, algorithm=algorithm), ref, f"alltoall {algorithm} {dtype}{list((p,) + shape)}")
+        yield f"alltoall {algorithm} {dtype}{list((p,) + shape)}", case
+    yield from message_counts(comm, rng, "alltoall", algorithm)
 
 
-def check_validation(comm, rng):
+def check_validation(comm, rng, algorithm=None):
     """Mismatched calls raise CollectiveArgumentError on every rank; afterwards the
-    communicator still works (no stray messages)."""
+    communicator still works (no stray messages) — checked with the collectives of
+    step 1 (barrier, binomial bcast and reduce), so that this group is step 1's."""
     p, rank = comm.Get_size(), comm.Get_rank()
     x = values(rng, (6,), "float64", "sum")
 
@@ -245,10 +263,14 @@ def check_validation(comm, rng):
     yield "allreduce, rank 0's out= has the wrong shape", expect(lambda: C.allreduce(comm, x, out=bad_out), "out")
 
     def still_works():
-        ref = np.empty_like(x)
-        comm.Allreduce(x, ref, op=MPI.SUM)
-        for algorithm in C.ALGORITHMS["allreduce"]:
-            same(C.allreduce(comm, x, algorithm=algorithm), ref, f"allreduce {algorithm} after the errors")
+        C.barrier(comm)
+        ref = x.copy()
+        comm.Bcast(ref, root=p - 1)
+        same(C.bcast(comm, x.copy(), root=p - 1), ref, "bcast after the errors")
+        comm.Reduce(x, ref, op=MPI.SUM, root=0)
+        got = C.reduce(comm, x, root=0)
+        if rank == 0:
+            same(got, ref, "reduce after the errors")
     yield "a well-formed call after the errors still gives the right answer", still_works
 
 
@@ -301,52 +323,69 @@ class CountingComm:
         return self._comm.Sendrecv(sendbuf, *args, **kw)
 
 
-def check_message_counts(comm, rng):
+def formula(collective: str, algorithm: str, n: int, p: int) -> tuple[int, int]:
+    """(messages, bytes) on the busiest rank, from the README's cost table (computed here,
+    independently of costmodel.py); n divisible by p, and p a power of two for the
+    algorithms that fold."""
+    if p == 1:
+        return 0, 0
+    lgc, lg = (p - 1).bit_length(), p.bit_length() - 1
+    share = n * (p - 1) // p
+    return {
+        ("barrier", "dissemination"): (lgc, 0),
+        ("bcast", "binomial"): (lgc, n * lgc),
+        ("bcast", "scatter_allgather"): (lgc + p - 1, 2 * share),
+        ("reduce", "binomial"): (lgc, n * lgc),
+        ("allreduce", "ring"): (2 * (p - 1), 2 * share),
+        ("allreduce", "recursive_doubling"): (lg, n * lg),
+        ("allreduce", "rabenseifner"): (2 * lg, 2 * share),
+        ("reduce_scatter", "ring"): (p - 1, share),
+        ("reduce_scatter", "recursive_halving"): (lg, share),
+        ("allgather", "ring"): (p - 1, share),
+        ("allgather", "recursive_doubling"): (lg, share),
+        ("allgather", "bruck"): (lgc, share),
+        ("alltoall", "pairwise"): (p - 1, share),
+    }[(collective, algorithm)]
+
+
+FOLDED = {("allreduce", "recursive_doubling"), ("allreduce", "rabenseifner"),
+          ("reduce_scatter", "recursive_halving"), ("allgather", "recursive_doubling")}
+
+
+def message_counts(comm, rng, collective: str, algorithm: str):
     """The implementation matches its cost formula: the busiest rank's messages equal the
-    α coefficient and its bytes the β coefficient (n divisible by p; fold algorithms only
-    at powers of two, where the formulas count the critical path exactly)."""
+    α coefficient and its bytes the β coefficient (n divisible by p; the folding
+    algorithms only at powers of two, where the formulas count the critical path exactly)."""
     p = comm.Get_size()
-    pow2 = p & (p - 1) == 0
+    if (collective, algorithm) in FOLDED and p & (p - 1):
+        return
     m = 12 * p  # elements per rank, divisible by p
     x = values(rng, (m,), "float64", "sum")
-    calls = [
-        ("barrier", "dissemination", 0, lambda c: C.barrier(c, check=False)),
-        ("bcast", "binomial", x.nbytes, lambda c: C.bcast(c, x.copy(), algorithm="binomial", check=False)),
-        ("bcast", "scatter_allgather", x.nbytes,
-         lambda c: C.bcast(c, x.copy(), algorithm="scatter_allgather", check=False)),
-        ("reduce", "binomial", x.nbytes, lambda c: C.reduce(c, x, check=False)),
-        ("allreduce", "ring", x.nbytes, lambda c: C.allreduce(c, x, algorithm="ring", check=False)),
-        ("reduce_scatter", "ring", x.nbytes, lambda c: C.reduce_scatter(c, x, algorithm="ring", check=False)),
-        ("allgather", "ring", p * x.nbytes, lambda c: C.allgather(c, x, algorithm="ring", check=False)),
-        ("allgather", "bruck", p * x.nbytes, lambda c: C.allgather(c, x, algorithm="bruck", check=False)),
-        ("alltoall", "pairwise", x.nbytes, lambda c: C.alltoall(c, x.reshape(p, -1), check=False)),
-    ]
-    if pow2:
-        calls += [
-            ("allreduce", "recursive_doubling", x.nbytes,
-             lambda c: C.allreduce(c, x, algorithm="recursive_doubling", check=False)),
-            ("allreduce", "rabenseifner", x.nbytes,
-             lambda c: C.allreduce(c, x, algorithm="rabenseifner", check=False)),
-            ("reduce_scatter", "recursive_halving", x.nbytes,
-             lambda c: C.reduce_scatter(c, x, algorithm="recursive_halving", check=False)),
-            ("allgather", "recursive_doubling", p * x.nbytes,
-             lambda c: C.allgather(c, x, algorithm="recursive_doubling", check=False)),
-        ]
-    for collective, algorithm, nbytes, call in calls:
-        def case(collective=collective, algorithm=algorithm, nbytes=nbytes, call=call):
-            counter = CountingComm(comm)
-            call(counter)
-            mine = (max(counter.sent, counter.received), max(counter.bytes_sent, counter.bytes_received))
-            busiest = max(comm.allgather(mine))
-            latencies, sent, _ = C.terms(collective, algorithm, nbytes, p)
-            if busiest[0] != round(latencies) or busiest[1] != round(sent):
-                raise AssertionError(
-                    f"{collective} {algorithm}, n={nbytes} B, p={p}: the busiest rank has {busiest[0]} messages / "
-                    f"{busiest[1]} bytes, the cost formula says {latencies:g} latencies / {sent:g} bytes")
-        yield f"message counts of {collective} {algorithm}", case
+    calls = {
+        "barrier": (0, lambda c: C.barrier(c, algorithm=algorithm, check=False)),
+        "bcast": (x.nbytes, lambda c: C.bcast(c, x.copy(), algorithm=algorithm, check=False)),
+        "reduce": (x.nbytes, lambda c: C.reduce(c, x, algorithm=algorithm, check=False)),
+        "allreduce": (x.nbytes, lambda c: C.allreduce(c, x, algorithm=algorithm, check=False)),
+        "reduce_scatter": (x.nbytes, lambda c: C.reduce_scatter(c, x, algorithm=algorithm, check=False)),
+        "allgather": (p * x.nbytes, lambda c: C.allgather(c, x, algorithm=algorithm, check=False)),
+        "alltoall": (x.nbytes, lambda c: C.alltoall(c, x.reshape(p, -1), algorithm=algorithm, check=False)),
+    }
+    nbytes, call = calls[collective]
+
+    def case():
+        counter = CountingComm(comm)
+        call(counter)
+        mine = (max(counter.sent, counter.received), max(counter.bytes_sent, counter.bytes_received))
+        busiest = max(comm.allgather(mine))
+        want = formula(collective, algorithm, nbytes, p)
+        if tuple(busiest) != want:
+            raise AssertionError(
+                f"{collective} {algorithm}, n={nbytes} B, p={p}: the busiest rank has {busiest[0]} messages / "
+                f"{busiest[1]} bytes, the cost formula says {want[0]} latencies / {want[1]} bytes")
+    yield f"message counts of {collective} {algorithm}", case
 
 
-def check_allreduce_auto(comm, rng):
+def check_allreduce_auto(comm, rng, algorithm="auto"):
     p = comm.Get_size()
     for _, shape, dtype, op in combos(p):
         data = values(rng, shape, dtype, op)
@@ -359,7 +398,7 @@ def check_allreduce_auto(comm, rng):
             yield f"allreduce auto {op} {dtype}{list(shape)} params={params}", case
 
 
-def check_calibration(comm, rng):
+def check_calibration(comm, rng, algorithm=None):
     """α, β by ping-pong and γ by a local reduction: finite, positive where they must be,
     and the same on every rank (else ``auto`` could pick different algorithms per rank)."""
     if comm.Get_size() == 1:
@@ -384,24 +423,40 @@ FAMILIES = {
     "allgather": check_allgather,
     "alltoall": check_alltoall,
     "validation": check_validation,
-    "message_counts": check_message_counts,
     "allreduce_auto": check_allreduce_auto,
     "calibration": check_calibration,
 }
 
 
 # ------------------------------------------------------------------------------ driver
-def agree(comm, ok: bool, label: str) -> bool:
+def describe(exc: BaseException, rank: int) -> dict:
+    """The error as the test reports it: its first line (naming the function of ours that
+    raised it, the innermost frame in mlsys_labs/collectives), then the traceback."""
+    where = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if f"{os.sep}collectives{os.sep}" in frame.filename:
+            where = f", in {frame.name} ({os.path.basename(frame.filename)}:{frame.lineno})"
+            break
+    first = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+    return {"rank": rank, "first": f"{first} (rank {rank}{where})",
+            "traceback": "".join(traceback.format_exception(exc))[-4000:]}
+
+
+def agree(comm, ok: bool, label: str, raised: dict | None) -> bool:
     """True when every rank passed; abort the launch when some rank never answers."""
     send, recv = np.array([int(ok)], np.int32), np.zeros(1, np.int32)
     req = comm.Iallreduce(send, recv, op=MPI.MIN)
     deadline = time.monotonic() + CASE_DEADLINE_S
     while not req.Test():
         if time.monotonic() > deadline:
-            sys.stderr.write(
-                f"[rank {comm.Get_rank()}] {label}: no word from some rank for {CASE_DEADLINE_S:.0f} s after this "
-                "case — a deadlock (a rank waits for a message that is never sent, or the ranks made "
-                "different calls); aborting\n")
+            rank = comm.Get_rank()
+            if raised:
+                why = (f"this rank raised {raised['first']}; the other ranks did not finish the case "
+                       "(they wait for this rank's messages)")
+            else:
+                why = ("no word from some rank after this case — a deadlock (a rank waits for a message "
+                       "that is never sent, or the ranks made different calls)")
+            sys.stderr.write(f"[rank {rank}] {label}: {why}; aborting the launch after {CASE_DEADLINE_S:.0f} s\n")
             sys.stderr.flush()
             MPI.COMM_WORLD.Abort(3)
         time.sleep(0.0002)
@@ -433,45 +488,55 @@ class Watchdog(threading.Thread):
 WATCHDOG: Watchdog | None = None
 
 
-def run_family(world, name: str, seed: int) -> dict:
+def split(group: str) -> tuple[str, str | None]:
+    family, _, algorithm = group.partition(":")
+    return family, algorithm or None
+
+
+def run_group(world, group: str, seed: int, errors_path: str) -> dict:
+    """Run one group's cases until the first that fails on some rank."""
     comm = world.Dup()
     rank = comm.Get_rank()
-    # inputs differ per rank; the rank-independent choices (late ranks) come from `shared`
-    shared = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    per_rank = np.random.default_rng([seed, zlib.crc32(name.encode()), rank + 1])
-    rng = per_rank if name != "barrier" else shared
+    family, algorithm = split(group)
+    # inputs differ per rank; the rank-independent choices come from the seed and the group
+    rng = np.random.default_rng([seed, zlib.crc32(group.encode()), rank + 1])
     cases, failures = 0, []
-    for label, case in FAMILIES[name](comm, rng):
-        error = None
-        WATCHDOG.start_case(f"{name} / {label}")
+    generator = FAMILIES[family](comm, rng, algorithm)
+    while True:
+        error, label = None, f"{group} (setting up the next case)"
         try:
+            label, case = next(generator)
+            WATCHDOG.start_case(f"{group} / {label}")
             case()
+        except StopIteration:
+            break
         except Exception as e:  # noqa: BLE001 — every failure is reported, with its rank
-            error = f"{label}: {type(e).__name__}: {e}"
-            sys.stderr.write(f"[rank {rank}] {name} / {label}:\n{traceback.format_exc()}\n")
-            sys.stderr.flush()
+            error = {**describe(e, rank), "label": label}
+            with open(errors_path, "a") as f:  # before agree: it may have to abort the launch
+                f.write(json.dumps({"group": group, **error}) + "\n")
         cases += 1
-        ok = agree(comm, error is None, f"{name} / {label}")
+        ok = agree(comm, error is None, f"{group} / {label}", error)
         WATCHDOG.start_case(None)
         if not ok:
-            failures = [f"rank {r}: {msg}" for r, msg in enumerate(comm.allgather(error)) if msg]
+            failures = [e for e in comm.allgather(error) if e]
             break
     comm.Barrier()
     comm.Free()
-    return {"family": name, "event": "end", "cases": cases, "failures": failures, "p": world.Get_size()}
+    return {"group": group, "event": "end", "cases": cases, "failures": failures, "p": world.Get_size()}
 
 
 def main(argv: list[str]) -> int:
     global WATCHDOG
-    results_path, seed, names = argv[0], int(argv[1]), argv[2].split(",")
+    results_path, seed, groups = argv[0], int(argv[1]), argv[2].split(",")
     world = MPI.COMM_WORLD
     WATCHDOG = Watchdog(world.Get_rank())
     WATCHDOG.start()
-    for name in names:
+    errors_path = f"{results_path}.rank{world.Get_rank()}"
+    for group in groups:
         if world.Get_rank() == 0:
-            _append(results_path, {"family": name, "event": "start"})
+            _append(results_path, {"group": group, "event": "start"})
         t0 = time.perf_counter()
-        result = run_family(world, name, seed)
+        result = run_group(world, group, seed, errors_path)
         result["seconds"] = time.perf_counter() - t0
         if world.Get_rank() == 0:
             _append(results_path, result)

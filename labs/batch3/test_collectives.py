@@ -1,92 +1,111 @@
-"""Graded: every collective against MPI's own, on p = 1..5 ranks (mpiexec).
+"""Graded: every collective against MPI's own, on p = 1..5 ranks (mpiexec), plus the
+folding algorithms on p = 6 (two folded pairs) and, hidden, p = 7 (three).
 
-Each test is one family at one p; all families at a p share one mpiexec launch
-(conftest.py).  Cases: all algorithms × ops sum/prod/max/min × dtypes
-int32/int64/float32/float64 × counts 0, < p, not divisible by p, 37, a 2-D buffer ×
-every root, plus 65 539 elements (rendezvous, not eager); integers bit-exact, float64
-within rtol 1e-12.
+Each test is one algorithm of one collective at one p — its own points and its own error
+message — and carries the README step it belongs to (``pytest labs/batch3 --step 2``).
+All the groups a session needs at one p share one mpiexec launch (conftest.py).  Cases:
+ops sum/prod/max/min × dtypes int32/int64/float32/float64 × counts 0, < p, not divisible
+by p, 37, a 2-D buffer, and 65 539 elements (rendezvous, not eager) × two roots per
+case (every root is met); integers bit-exact, float64 within rtol 1e-12; then the
+busiest rank's messages and bytes against the cost formula.
 """
 from __future__ import annotations
 
 import pytest
 
-
 pytestmark = [pytest.mark.mpi, pytest.mark.dist]
 RANKS = (1, 2, 3, 4, 5)
 
 
-@pytest.mark.points(0.4)
+def group(name: str, step: int, points: float, id: str | None = None):
+    """One parameter: the group run inside mpiexec, with its step and its points."""
+    return pytest.param(name, marks=[pytest.mark.step(step), pytest.mark.points(points)],
+                        id=id or name.partition(":")[2] or name)
+
+
 @pytest.mark.parametrize("p", RANKS)
-def test_barrier_dissemination(family_passes, p):
-    family_passes(p, "barrier")
+@pytest.mark.parametrize("group", [group("barrier:dissemination", 1, 0.4)])
+def test_barrier(mpi_group, group, p):
+    """Each rank in turn arrives late; no rank may leave before it (called with check=False)."""
+    mpi_group(p, group)
 
 
-@pytest.mark.points(1)
 @pytest.mark.parametrize("p", RANKS)
-def test_bcast_binomial_and_scatter_allgather(family_passes, p):
-    family_passes(p, "bcast")
+@pytest.mark.parametrize("group", [group("bcast:binomial", 1, 0.5), group("bcast:scatter_allgather", 5, 0.5)])
+def test_bcast(mpi_group, group, p):
+    mpi_group(p, group)
 
 
-@pytest.mark.points(0.6)
 @pytest.mark.parametrize("p", RANKS)
-def test_reduce_binomial(family_passes, p):
-    family_passes(p, "reduce")
+@pytest.mark.parametrize("group", [group("reduce:binomial", 1, 0.6)])
+def test_reduce(mpi_group, group, p):
+    mpi_group(p, group)
 
 
-@pytest.mark.points(1.6)
 @pytest.mark.parametrize("p", RANKS)
-def test_allreduce_recursive_doubling_ring_rabenseifner(family_passes, p):
-    family_passes(p, "allreduce")
+@pytest.mark.parametrize("group", [group("allreduce:ring", 2, 0.6), group("allreduce:recursive_doubling", 3, 0.5),
+                                   group("allreduce:rabenseifner", 4, 0.6)])
+def test_allreduce(mpi_group, group, p):
+    mpi_group(p, group)
 
 
-@pytest.mark.points(1)
 @pytest.mark.parametrize("p", RANKS)
-def test_reduce_scatter_ring_and_recursive_halving(family_passes, p):
-    family_passes(p, "reduce_scatter")
+@pytest.mark.parametrize("group", [group("reduce_scatter:ring", 2, 0.5),
+                                   group("reduce_scatter:recursive_halving", 4, 0.5)])
+def test_reduce_scatter(mpi_group, group, p):
+    mpi_group(p, group)
 
 
-@pytest.mark.points(1)
 @pytest.mark.parametrize("p", RANKS)
-def test_allgather_ring_recursive_doubling_bruck(family_passes, p):
-    family_passes(p, "allgather")
+@pytest.mark.parametrize("group", [group("allgather:ring", 2, 0.4), group("allgather:recursive_doubling", 4, 0.4),
+                                   group("allgather:bruck", 5, 0.4)])
+def test_allgather(mpi_group, group, p):
+    mpi_group(p, group)
 
 
-@pytest.mark.points(0.6)
 @pytest.mark.parametrize("p", RANKS)
-def test_alltoall_pairwise(family_passes, p):
-    family_passes(p, "alltoall")
+@pytest.mark.parametrize("group", [group("alltoall:pairwise", 5, 0.6)])
+def test_alltoall(mpi_group, group, p):
+    mpi_group(p, group)
 
 
-@pytest.mark.points(0.6)
 @pytest.mark.parametrize("p", RANKS)
-def test_mismatched_calls_raise_on_every_rank(family_passes, p):
-    family_passes(p, "validation")
+@pytest.mark.parametrize("group", [group("validation", 1, 0.6)])
+def test_mismatched_calls_raise_on_every_rank(mpi_group, group, p):
+    """Mismatched calls raise CollectiveArgumentError on every rank; the communicator still works."""
+    mpi_group(p, group)
 
 
-@pytest.mark.points(0.6)
-@pytest.mark.parametrize("p", RANKS)
-def test_messages_and_bytes_match_the_cost_formulas(family_passes, p):
-    family_passes(p, "message_counts")
-
-
-@pytest.mark.points(0.25)
 @pytest.mark.parametrize("p", RANKS[1:])
-def test_cost_model_calibration(family_passes, p):
-    family_passes(p, "calibration")
+@pytest.mark.parametrize("group", [group("calibration", 6, 0.25)])
+def test_cost_model_calibration(mpi_group, group, p):
+    """α, β by ping-pong and γ by a local reduction: finite, and the same on every rank."""
+    mpi_group(p, group)
 
 
-@pytest.mark.hidden
-@pytest.mark.points(0.4)
-@pytest.mark.parametrize("p", RANKS)
-def test_allreduce_auto(family_passes, p):
-    family_passes(p, "allreduce_auto")
+FOLDING = [("allreduce:recursive_doubling", 3), ("allreduce:rabenseifner", 4),
+           ("reduce_scatter:recursive_halving", 4), ("allgather:recursive_doubling", 4)]
+
+
+@pytest.mark.parametrize("p", [6])
+@pytest.mark.parametrize("group", [group(name, step, 0.3, name.replace(":", "-")) for name, step in FOLDING])
+def test_fold_with_two_pairs(mpi_group, group, p):
+    """p = 6: rem = 2 pairs fold in and out, and ranks ≥ 2·rem are renumbered."""
+    mpi_group(p, group)
 
 
 @pytest.mark.hidden
 @pytest.mark.slow
-@pytest.mark.points(0.5)
-@pytest.mark.parametrize("family", ["allreduce", "reduce_scatter", "allgather"])
-@pytest.mark.parametrize("p", [6, 7])
-def test_fold_with_several_pairs(family_passes, p, family):
-    """p = 6, 7: rem = 2, 3 pairs fold in and out, and ranks ≥ 2·rem are renumbered."""
-    family_passes(p, family)
+@pytest.mark.parametrize("p", [7])
+@pytest.mark.parametrize("group", [group(name, step, 0.3, name.replace(":", "-")) for name, step in FOLDING])
+def test_fold_with_three_pairs(mpi_group, group, p):
+    """p = 7: rem = 3 pairs fold in and out."""
+    mpi_group(p, group)
+
+
+@pytest.mark.hidden
+@pytest.mark.parametrize("p", RANKS)
+@pytest.mark.parametrize("group", [group("allreduce_auto", 6, 0.4)])
+def test_allreduce_auto(mpi_group, group, p):
+    """``algorithm="auto"`` under a latency-only, a bandwidth-only and the default model."""
+    mpi_group(p, group)
