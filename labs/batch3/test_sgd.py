@@ -1,6 +1,8 @@
 """Graded: data-parallel SGD on lab 1's MLP and the digits, gradients averaged by our
-ring allreduce on 3 ranks: the weights equal those of MPI's own Allreduce and those of
-serial full-batch training (computed here, in this process, with lab 1 directly).
+ring allreduce on 3 ranks (the global batch of 64 splits 22/21/21: the shards' weights
+are not 1/p): the weights and each step's loss equal those of serial full-batch training
+(computed here, in this process, with lab 1 directly), and the weights those of MPI's own
+Allreduce.
 
 Needs lab 1's autograd (mlsys_labs.nn) to work."""
 from __future__ import annotations
@@ -14,8 +16,9 @@ from mlsys_labs.common.tolerance import assert_close
 STEPS, BATCH, P = 12, 64, 3
 
 
-def serial_training(seed: int) -> list[np.ndarray]:
-    """The same schedule on one process: the mean loss over each whole global batch."""
+def serial_training(seed: int) -> tuple[list[np.ndarray], list[float]]:
+    """The same schedule on one process: the mean loss over each whole global batch
+    (returns the final weights and the loss of each step)."""
     from mlsys_labs.collectives.sgd import batch_schedule
     from mlsys_labs.nn import MLP, SGD, Tensor, cross_entropy
     from mlsys_labs.nn.data import load_digits_split
@@ -23,15 +26,19 @@ def serial_training(seed: int) -> list[np.ndarray]:
     x, y, _, _ = load_digits_split(seed=0)
     model = MLP([64, 32, 10], seed=seed)
     opt = SGD(model.parameters(), lr=0.2, momentum=0.9)
+    losses = []
     for idx in batch_schedule(len(x), BATCH, STEPS, seed):
         opt.zero_grad()
-        cross_entropy(model(Tensor(x[idx])), y[idx]).backward()
+        loss = cross_entropy(model(Tensor(x[idx])), y[idx])
+        loss.backward()
         opt.step()
-    return [p.data.copy() for p in model.parameters()]
+        losses.append(float(loss.data))
+    return [p.data.copy() for p in model.parameters()], losses
 
 
 @pytest.mark.mpi
 @pytest.mark.dist
+@pytest.mark.step(7)
 @pytest.mark.points(3)
 def test_data_parallel_sgd_matches_mpi_allreduce_and_serial(tmp_path, seed):
     seed = seed % 1000
@@ -42,11 +49,14 @@ def test_data_parallel_sgd_matches_mpi_allreduce_and_serial(tmp_path, seed):
         f"mpiexec -n {P} python -m mlsys_labs.collectives.sgd failed (rc {proc.returncode}):\n"
         f"{proc.stdout[-2000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
     runs = np.load(out)
-    reference = serial_training(seed)
+    reference, serial_losses = serial_training(seed)
     for i, w in enumerate(reference):
         # equal up to reassociating the gradient sum: float64 policy, loosened for 12 steps
         assert_close(runs[f"ours_{i}"], runs[f"mpi_{i}"], dtype="float64", scale=1e3,
                      what=f"parameter {i}: ours vs MPI Allreduce")
         assert_close(runs[f"ours_{i}"], w, dtype="float64", scale=1e3, what=f"parameter {i}: ours vs serial")
+    # the reported loss is the global batch's mean (the shards' means weighted by their sizes)
+    assert_close(runs["loss_ours"], np.array(serial_losses), dtype="float64", scale=1e3,
+                 what="the loss of each step: ours vs serial")
     losses = runs["loss_ours"]
     assert losses[-1] < losses[0], f"the loss did not go down: {losses}"

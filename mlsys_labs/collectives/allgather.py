@@ -53,7 +53,7 @@ def allgather(comm, sendbuf: np.ndarray, algorithm: str = "ring", *, check: bool
 def allgather_ring_blocks(comm, flat: np.ndarray, displs: list[int], shift: int = 0) -> None:
     """Ring allgather in place: rank r holds block (r − shift) mod p of ``flat`` (blocks
     ``displs[i]:displs[i+1]``, sizes may differ) and ends holding all of them."""
-    # BEGIN SOLUTION hint: own = (rank − shift) % p; in step s send block (own − s) % p to rank+1 and receive block (own − s − 1) % p from rank−1 with one Sendrecv
+    # BEGIN SOLUTION [step 2] hint: own = (rank − shift) % p; in step s send block (own − s) % p to rank+1 and receive block (own − s − 1) % p from rank−1 with one Sendrecv
     rank, p = comm.Get_rank(), comm.Get_size()
     own = (rank - shift) % p
     right, left = (rank + 1) % p, (rank - 1) % p
@@ -73,7 +73,7 @@ def recursive_doubling_spans(comm, flat: np.ndarray, newrank: int, pof2: int,
     are adjacent, so an aligned group of 2^k new ranks is one slice.  Step k swaps this
     rank's group with the group of new rank ``newrank XOR 2^k``.
     """
-    # BEGIN SOLUTION hint: mask = 1, 2, ...: my group is new ranks [newrank & ~(mask−1), +mask), the partner's is the same for newrank ^ mask; one Sendrecv with real_rank(partner)
+    # BEGIN SOLUTION [step 4] hint: mask = 1, 2, ...: my group is new ranks [newrank & ~(mask−1), +mask), the partner's is the same for newrank ^ mask; one Sendrecv with real_rank(partner)
     p = comm.Get_size()
     mask = 1
     while mask < pof2:
@@ -89,7 +89,7 @@ def recursive_doubling_spans(comm, flat: np.ndarray, newrank: int, pof2: int,
 
 def allgather_recursive_doubling(comm, flat: np.ndarray, displs: list[int]) -> None:
     """Recursive doubling for any p: fold the extra ranks' blocks in, double, hand back."""
-    # BEGIN SOLUTION hint: even ranks below 2·rem send their block to rank+1 and later receive the whole flat back; the others run recursive_doubling_spans with spans from new_rank_blocks
+    # BEGIN SOLUTION [step 4] hint: even ranks below 2·rem send their block to rank+1 and later receive the whole flat back; the others run recursive_doubling_spans with spans from new_rank_blocks
     rank, p = comm.Get_rank(), comm.Get_size()
     pof2 = pof2_below(p)
     rem = p - pof2
@@ -116,7 +116,7 @@ def allgather_recursive_doubling(comm, flat: np.ndarray, displs: list[int]) -> N
 
 def allgather_bruck(comm, out: np.ndarray) -> None:
     """Bruck's allgather on ``out`` (shape (p, ...), this rank's row filled): ⌈lg p⌉ steps."""
-    # BEGIN SOLUTION hint: work = rows rotated so own row is first; distance 2^k: send work[:cnt] to rank − 2^k, receive work[2^k:2^k+cnt] from rank + 2^k, cnt = min(2^k, p − 2^k); then out[(rank+i)%p] = work[i]
+    # BEGIN SOLUTION [step 5] hint: work = rows rotated so own row is first; distance 2^k: send work[:cnt] to rank − 2^k, receive work[2^k:2^k+cnt] from rank + 2^k, cnt = min(2^k, p − 2^k); then out[(rank+i)%p] = work[i]
     rank, p = comm.Get_rank(), comm.Get_size()
     work = np.empty_like(out)
     work[0] = out[rank]

@@ -70,7 +70,7 @@ def allreduce(comm, sendbuf: np.ndarray, op: str = "sum", algorithm: str = "ring
 
 def allreduce_recursive_doubling(comm, acc: np.ndarray, op: str) -> None:
     """In place: fold in, lg p' whole-vector swaps with rank XOR 2^k, fold out."""
-    # BEGIN SOLUTION hint: newrank = fold_in(...); if newrank >= 0, for mask = 1, 2, ... < p': Sendrecv acc with real_rank(newrank ^ mask) into a temporary and reduce_into(acc); then fold_out(comm, acc)
+    # BEGIN SOLUTION [step 3] hint: newrank = fold_in(...); if newrank >= 0, for mask = 1, 2, ... < p': Sendrecv acc with real_rank(newrank ^ mask) into a temporary and reduce_into(acc); then fold_out(comm, acc)
     p = comm.Get_size()
     pof2 = pof2_below(p)
     newrank = fold_in(comm, acc, op)
@@ -90,7 +90,7 @@ def allreduce_recursive_doubling(comm, acc: np.ndarray, op: str) -> None:
 def allreduce_ring(comm, send: np.ndarray, acc: np.ndarray, op: str) -> None:
     """Ring reduce-scatter of ``send`` into ``acc`` (rank r completes block r), then ring
     allgather of the finished blocks.  ``acc`` may be ``send`` (in place)."""
-    # BEGIN SOLUTION hint: displs from block_counts(acc.size, p); reduce_scatter_ring(comm, acc, displs, op, source=send) then allgather_ring_blocks(comm, acc, displs)
+    # BEGIN SOLUTION [step 2] hint: displs from block_counts(acc.size, p); reduce_scatter_ring(comm, acc, displs, op, source=send) then allgather_ring_blocks(comm, acc, displs)
     displs = block_displs(block_counts(acc.size, comm.Get_size()))
     reduce_scatter_ring(comm, acc, displs, op, source=send)
     allgather_ring_blocks(comm, acc, displs)
@@ -100,7 +100,7 @@ def allreduce_ring(comm, send: np.ndarray, acc: np.ndarray, op: str) -> None:
 def allreduce_rabenseifner(comm, acc: np.ndarray, op: str) -> None:
     """In place: fold in, recursive-halving reduce-scatter over p' blocks, recursive-doubling
     allgather, fold out."""
-    # BEGIN SOLUTION hint: newrank = fold_in(...); spans = the p' blocks of block_counts(acc.size, p'); recursive_halving_spans then recursive_doubling_spans; fold_out
+    # BEGIN SOLUTION [step 4] hint: newrank = fold_in(...); spans = the p' blocks of block_counts(acc.size, p'); recursive_halving_spans then recursive_doubling_spans; fold_out
     pof2 = pof2_below(comm.Get_size())
     newrank = fold_in(comm, acc, op)
     if newrank >= 0:

@@ -32,7 +32,7 @@ def alltoall(comm, sendbuf: np.ndarray, algorithm: str = "pairwise", *, check: b
 
 def alltoall_pairwise(comm, sendbuf: np.ndarray, out: np.ndarray) -> None:
     """p − 1 Sendrecv steps, partner distance s = 1 .. p−1."""
-    # BEGIN SOLUTION hint: out[rank] = sendbuf[rank]; step s: Sendrecv the slice sendbuf[d:d+1], d = (rank+s)%p, receive into out[c:c+1], c = (rank−s)%p, from (rank−s)%p
+    # BEGIN SOLUTION [step 5] hint: out[rank] = sendbuf[rank]; step s: Sendrecv the slice sendbuf[d:d+1], d = (rank+s)%p, receive into out[c:c+1], c = (rank−s)%p, from (rank−s)%p
     rank, p = comm.Get_rank(), comm.Get_size()
     out[rank] = sendbuf[rank]
     for s in range(1, p):

@@ -26,7 +26,7 @@ def barrier(comm, algorithm: str = "dissemination", *, check: bool = True) -> No
 
 def barrier_dissemination(comm) -> None:
     """⌈lg p⌉ rounds of empty Sendrecv at distances 1, 2, 4, ..."""
-    # BEGIN SOLUTION hint: distance = 1, 2, 4, ... < p: Sendrecv an empty array to (rank + distance) % p from (rank − distance) % p
+    # BEGIN SOLUTION [step 1] hint: distance = 1, 2, 4, ... < p: Sendrecv an empty array to (rank + distance) % p from (rank − distance) % p
     rank, p = comm.Get_rank(), comm.Get_size()
     token, sink = np.empty(0, np.uint8), np.empty(0, np.uint8)
     distance = 1

@@ -45,7 +45,7 @@ def bcast(comm, buf: np.ndarray, root: int = 0, algorithm: str = "binomial", *,
 
 def bcast_binomial(comm, flat: np.ndarray, root: int) -> None:
     """Binomial-tree broadcast of ``flat`` from ``root``."""
-    # BEGIN SOLUTION hint: vr = (rank − root) % p; receive from vr − mask at vr's lowest set bit `mask`, then send to vr + m for m = mask/2, mask/4, ..., 1 (when < p); translate back with + root
+    # BEGIN SOLUTION [step 1] hint: vr = (rank − root) % p; receive from vr − mask at vr's lowest set bit `mask`, then send to vr + m for m = mask/2, mask/4, ..., 1 (when < p); translate back with + root
     rank, p = comm.Get_rank(), comm.Get_size()
     vr = (rank - root) % p
     mask = 1
@@ -64,7 +64,7 @@ def bcast_binomial(comm, flat: np.ndarray, root: int) -> None:
 
 def bcast_scatter_allgather(comm, flat: np.ndarray, root: int) -> None:
     """Long-message broadcast: binomial scatter of p blocks, then a ring allgather."""
-    # BEGIN SOLUTION hint: blocks by relative rank; the subtree of vr (lowest set bit `mask`) holds blocks [vr, vr+mask): receive that slice from the parent, send [vr+m, vr+2m) to each child vr+m; then allgather_ring_blocks(comm, flat, displs, shift=root)
+    # BEGIN SOLUTION [step 5] hint: blocks by relative rank; the subtree of vr (lowest set bit `mask`) holds blocks [vr, vr+mask): receive that slice from the parent, send [vr+m, vr+2m) to each child vr+m; then allgather_ring_blocks(comm, flat, displs, shift=root)
     rank, p = comm.Get_rank(), comm.Get_size()
     displs = block_displs(block_counts(flat.size, p))
     vr = (rank - root) % p

@@ -3,7 +3,7 @@
 
 Every algorithm is summarised by three numbers — latencies on its critical path, bytes
 sent on it, bytes reduced on it — and predicts ``latencies·α + bytes·β + reduced·γ``.
-For p a power of two these are the textbook formulas (README, ANCHORS); a non-power of
+For p a power of two these are the textbook formulas (the README's cost table); a non-power of
 two adds its fold (fold.py): 2 latencies, and the vector sent out and back.
 
 Calibration measures the three constants on the machine at hand: α and β from a
@@ -46,7 +46,7 @@ def terms(collective: str, algorithm: str, nbytes: float, p: int) -> tuple[float
     ``nbytes`` is each rank's vector for reductions and broadcasts, the gathered total for
     allgather, and each rank's whole send buffer for alltoall.
     """
-    # BEGIN SOLUTION hint: the table in the README / ANCHORS (lg = lg p', p' = largest power of two <= p); add 2 latencies, 2n bytes sent and n reduced for a fold when p is not a power of two (allgather/reduce-scatter fold n + n/p bytes)
+    # BEGIN SOLUTION [step 6] hint: the cost table in labs/batch3/README.md (lg = lg p', p' = largest power of two <= p); add 2 latencies, 2n bytes sent and n reduced for a fold when p is not a power of two (allgather/reduce-scatter fold n + n/p bytes)
     n = float(nbytes)
     if p == 1:
         return (0.0, 0.0, 0.0)
@@ -98,15 +98,16 @@ def predict(collective: str, algorithm: str, nbytes: float, p: int,
 def choose_allreduce(nbytes: float, p: int, params: CostParams | None = None) -> str:
     """The allreduce algorithm with the smallest prediction (ties: the earlier in
     ``ALLREDUCE_ALGORITHMS``)."""
-    # BEGIN SOLUTION hint: min over ALLREDUCE_ALGORITHMS of predict("allreduce", a, nbytes, p, params)
+    # BEGIN SOLUTION [step 6] hint: min over ALLREDUCE_ALGORITHMS of predict("allreduce", a, nbytes, p, params)
     return min(ALLREDUCE_ALGORITHMS, key=lambda a: predict("allreduce", a, nbytes, p, params))
     # END SOLUTION
 
 
 def fit_alpha_beta(sizes, seconds) -> tuple[float, float]:
     """Least-squares line t = α + n·β through (bytes, one-way seconds), relative errors
-    weighted equally (so the small sizes pin α and the large ones β)."""
-    # BEGIN SOLUTION hint: divide each row of [1, n] and t by t, then np.linalg.lstsq; clip negatives to 0
+    weighted equally — minimise Σ ((α + n·β − t)/t)² — so the small sizes pin α and the
+    large ones β.  Returns (α, β) as floats; a negative fitted value is reported as 0."""
+    # BEGIN SOLUTION [step 6] hint: divide each row of [1, n] and t by t, then np.linalg.lstsq; clip negatives to 0
     n = np.asarray(sizes, dtype=np.float64)
     t = np.asarray(seconds, dtype=np.float64)
     a = np.stack([1.0 / t, n / t], axis=1)  # minimise Σ ((α + nβ − t)/t)²

@@ -50,7 +50,7 @@ def fold_in(comm, acc: np.ndarray, op: str) -> int:
     ``acc`` (flat) is this rank's vector; on an odd partner it becomes the combination of
     both.  Returns −1 on a rank that now sits out.
     """
-    # BEGIN SOLUTION hint: ranks below 2·rem pair up: the even one sends acc to rank+1, which receives into a temporary and reduce_into()s it; return new_rank()
+    # BEGIN SOLUTION [step 3] hint: ranks below 2·rem pair up: the even one sends acc to rank+1, which receives into a temporary and reduce_into()s it; return new_rank()
     rank, p = comm.Get_rank(), comm.Get_size()
     rem = p - pof2_below(p)
     if rank < 2 * rem:
@@ -66,7 +66,7 @@ def fold_in(comm, acc: np.ndarray, op: str) -> int:
 
 def fold_out(comm, result: np.ndarray) -> None:
     """Hand the result back to the ranks that sat out (the odd partner sends to rank − 1)."""
-    # BEGIN SOLUTION hint: the mirror of fold_in: odd ranks below 2·rem send result to rank−1, which receives it
+    # BEGIN SOLUTION [step 3] hint: the mirror of fold_in: odd ranks below 2·rem send result to rank−1, which receives it
     rank, p = comm.Get_rank(), comm.Get_size()
     rem = p - pof2_below(p)
     if rank < 2 * rem:

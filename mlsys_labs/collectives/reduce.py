@@ -33,7 +33,7 @@ def reduce(comm, sendbuf: np.ndarray, op: str = "sum", root: int = 0, algorithm:
 
 def reduce_binomial(comm, acc: np.ndarray, op: str, root: int) -> None:
     """Binomial-tree reduce in place: ``acc`` ends as the full reduction on ``root``."""
-    # BEGIN SOLUTION hint: vr = (rank − root) % p; mask = 1, 2, ...: if vr & mask send acc to vr − mask and stop, else receive from vr + mask (if < p) and reduce_into(acc)
+    # BEGIN SOLUTION [step 1] hint: vr = (rank − root) % p; mask = 1, 2, ...: if vr & mask send acc to vr − mask and stop, else receive from vr + mask (if < p) and reduce_into(acc)
     rank, p = comm.Get_rank(), comm.Get_size()
     vr = (rank - root) % p
     incoming = scratch(acc.size, acc.dtype)

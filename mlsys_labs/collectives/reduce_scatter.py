@@ -55,7 +55,7 @@ def reduce_scatter_ring(comm, acc: np.ndarray, displs: list[int], op: str, shift
     arrives is combined as ``acc[b] = op(source[b], incoming)``, so ``acc`` needs no copy
     of ``source`` beforehand: each block is read from memory once and written once.
     """
-    # BEGIN SOLUTION hint: own = (rank − shift) % p; step s: send block (own − s − 1) % p (from source at s = 0, from acc after) to rank+1, receive block (own − s − 2) % p from rank−1 into a temporary, combine(op, source[b], incoming, out=acc[b]); p = 1: copy source
+    # BEGIN SOLUTION [step 2] hint: own = (rank − shift) % p; step s: send block (own − s − 1) % p (from source at s = 0, from acc after) to rank+1, receive block (own − s − 2) % p from rank−1 into a temporary, combine(op, source[b], incoming, out=acc[b]); p = 1: copy source
     rank, p = comm.Get_rank(), comm.Get_size()
     source = acc if source is None else source
     if p == 1:
@@ -86,7 +86,7 @@ def recursive_halving_spans(comm, acc: np.ndarray, newrank: int, pof2: int,
     d = p'/2, p'/4, ..., 1 this rank and new rank ``newrank XOR d`` split the group of new
     ranks they still reduce for; each sends the other's half and reduces its own.
     """
-    # BEGIN SOLUTION hint: keep a range [lo, hi) of new ranks (start [0, pof2)); mid = (lo+hi)//2; if newrank & d: keep [mid, hi) and send [lo, mid), else the reverse; Sendrecv with real_rank(newrank ^ d), reduce_into the kept slice
+    # BEGIN SOLUTION [step 4] hint: keep a range [lo, hi) of new ranks (start [0, pof2)); mid = (lo+hi)//2; if newrank & d: keep [mid, hi) and send [lo, mid), else the reverse; Sendrecv with real_rank(newrank ^ d), reduce_into the kept slice
     p = comm.Get_size()
     lo, hi = 0, pof2
     incoming = scratch(acc.size, acc.dtype)
@@ -110,7 +110,7 @@ def recursive_halving_spans(comm, acc: np.ndarray, newrank: int, pof2: int,
 
 def reduce_scatter_recursive_halving(comm, acc: np.ndarray, displs: list[int], op: str) -> None:
     """Recursive halving for any p: fold in, halve among p' ranks, hand the extra ranks their block."""
-    # BEGIN SOLUTION hint: newrank = fold_in(comm, acc, op); the p' ranks run recursive_halving_spans with spans from new_rank_blocks; then odd rank 2i+1 < 2·rem sends block 2i to rank 2i
+    # BEGIN SOLUTION [step 4] hint: newrank = fold_in(comm, acc, op); the p' ranks run recursive_halving_spans with spans from new_rank_blocks; then odd rank 2i+1 < 2·rem sends block 2i to rank 2i
     rank, p = comm.Get_rank(), comm.Get_size()
     pof2 = pof2_below(p)
     rem = p - pof2

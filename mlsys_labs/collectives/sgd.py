@@ -48,7 +48,7 @@ def train_data_parallel(comm, allreduce_sum: Callable[[np.ndarray], np.ndarray],
         shard = np.array_split(idx, p)[rank]
         opt.zero_grad()
         weight = len(shard) / len(idx)
-        # BEGIN SOLUTION hint: local mean loss on the shard → backward; flatten weight·grad of every parameter into one buffer; allreduce_sum it; copy the slices back into p.grad; opt.step(); append the global loss (comm.allreduce of weight·loss) to losses
+        # BEGIN SOLUTION [step 7] hint: local mean loss on the shard → backward; flatten weight·grad of every parameter into one buffer; allreduce_sum it; copy the slices back into p.grad; opt.step(); append the global loss (comm.allreduce of weight·loss) to losses
         loss = cross_entropy(model(Tensor(x[shard])), y[shard])
         loss.backward()
         flat = np.concatenate([weight * q.grad.reshape(-1) for q in params])
