@@ -1,5 +1,9 @@
 """Layers and the Transformer block against the equivalent torch modules with copied
-weights, in float64: outputs and the gradients of the input and of every parameter."""
+weights, in float64: outputs and the gradients of the input and of every parameter.
+
+The modules (``nn/modules.py``) are given; they are built from your operations and
+initializers, so the plain layers are step 7's tests (they need ``nn/init.py``) and the
+attention modules step 8's."""
 from __future__ import annotations
 
 import numpy as np
@@ -44,6 +48,7 @@ def _randomize(module, rng):
 
 
 @pytest.mark.points(1)
+@pytest.mark.step(7)
 def test_linear_matches_torch(rng):
     n_in, n_out = int(rng.integers(2, 9)), int(rng.integers(2, 9))
     ours, theirs = Linear(n_in, n_out, rng=rng), torch.nn.Linear(n_in, n_out)
@@ -61,6 +66,7 @@ def test_linear_matches_torch(rng):
 
 
 @pytest.mark.points(1)
+@pytest.mark.step(7)
 def test_conv2d_module_matches_torch(rng):
     c, o, k = int(rng.integers(1, 4)), int(rng.integers(1, 5)), int(rng.integers(1, 4))
     stride, padding = int(rng.integers(1, 3)), int(rng.integers(0, 2))
@@ -82,6 +88,7 @@ def test_conv2d_module_matches_torch(rng):
 
 
 @pytest.mark.points(1)
+@pytest.mark.step(7)
 def test_layernorm_and_embedding_modules_match_torch(rng):
     v, d = int(rng.integers(3, 9)), int(rng.integers(2, 9))
     emb, ln = Embedding(v, d, rng=rng), LayerNorm(d)
@@ -103,6 +110,7 @@ def test_layernorm_and_embedding_modules_match_torch(rng):
 
 @pytest.mark.points(1)
 @pytest.mark.hidden
+@pytest.mark.step(7)
 def test_batchnorm_module_running_statistics_match_torch(rng):
     c = int(rng.integers(1, 5))
     ours, theirs = BatchNorm(c, momentum=0.1), torch.nn.BatchNorm2d(c, momentum=0.1)
@@ -144,6 +152,7 @@ def _attention_grads(ours: MultiHeadAttention, theirs: torch.nn.MultiheadAttenti
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
+@pytest.mark.step(8)
 def test_multi_head_attention_matches_torch(rng, causal):
     heads = int(rng.choice([1, 2, 4]))
     d, t, b = heads * int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(1, 3))
@@ -163,6 +172,7 @@ def test_multi_head_attention_matches_torch(rng, causal):
 
 
 @pytest.mark.points(4)
+@pytest.mark.step(8)
 def test_transformer_block_matches_torch_encoder_layer(rng):
     """Pre-norm block == torch.nn.TransformerEncoderLayer(norm_first=True, gelu, no dropout)
     with a causal mask, weights copied: output and every gradient."""

@@ -10,6 +10,8 @@ from mlsys_labs.nn import MLP, SGD, Tensor, cross_entropy, no_grad
 from mlsys_labs.nn.data import load_digits_split
 from mlsys_labs.nn.train import train_cnn, train_mlp
 
+pytestmark = pytest.mark.step(9)   # nothing new to write: your whole lab, trained
+
 
 @pytest.mark.points(1)
 def test_data_parallel_api_contract(rng):

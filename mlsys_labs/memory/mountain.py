@@ -27,7 +27,7 @@ def read_with_stride(data: np.ndarray, elems: int, stride: int, passes: int) -> 
     """Sum data[0], data[s], data[2s], … below index ``elems``, ``passes`` times, with four
     independent accumulators (CS:APP Fig. 6.40's 4×4 unrolling) so that the loads, not
     the additions, limit the speed.  Returns the sum (so the loop cannot be removed)."""
-    # BEGIN SOLUTION hint: for each pass, step i by 4·stride adding data[i], data[i+s], data[i+2s], data[i+3s]; finish the tail
+    # BEGIN SOLUTION [step 10] hint: for each pass, step i by 4·stride adding data[i], data[i+s], data[i+2s], data[i+3s]; finish the tail
     total = 0
     s2, s3, s4 = 2 * stride, 3 * stride, 4 * stride
     limit = elems - s3
@@ -51,9 +51,15 @@ def read_with_stride(data: np.ndarray, elems: int, stride: int, passes: int) -> 
 def measure_read_throughput(data: np.ndarray, size_bytes: int, stride: int, repeats: int = 3,
                             min_bytes: int = 4 * MiB) -> float:
     """Best-of-``repeats`` read throughput in bytes/s for a working set of ``size_bytes``
-    (the first elements of ``data``) at ``stride``.  Each timed call reads at least
-    ``min_bytes`` (``passes`` repetitions of the working set)."""
-    # BEGIN SOLUTION hint: bytes read per pass = ceil(elems / stride) · 8; warm up once; time best of repeats
+    (the first ``size_bytes // 8`` elements of ``data``; ValueError if ``data`` is shorter)
+    at ``stride``.
+
+    The contract: one untimed call of :func:`read_with_stride` warms the caches; then
+    ``repeats`` calls, each timed alone with ``time.perf_counter()`` and each reading the
+    working set ``passes`` times — enough passes that one call reads at least
+    ``min_bytes``.  A pass reads ⌈elems / stride⌉ elements of 8 bytes; the result is the
+    bytes one timed call reads divided by the fastest call's time."""
+    # BEGIN SOLUTION [step 10] hint: the contract of the docstring: warm-up call, passes from min_bytes, best of repeats timed calls
     elems = size_bytes // ELEMENT
     if elems > len(data):
         raise ValueError(f"working set of {size_bytes} bytes exceeds the array ({data.nbytes} bytes)")

@@ -26,7 +26,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, causal: bool =
                                  mask: np.ndarray | None = None) -> Tensor:
     """q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv) → (..., Tq, dv).  ``mask`` is an
     additive float mask broadcastable to (..., Tq, Tk)."""
-    # BEGIN SOLUTION hint: scores = q @ kᵀ · (1/√d), add the mask, softmax over keys, times v
+    # BEGIN SOLUTION [step 8] hint: scores = q @ kᵀ · (1/√d), add the mask, softmax over keys, times v
     scores = F.matmul(q, F.transpose(k, -2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
     if causal:
         scores = scores + Tensor(causal_mask(q.shape[-2], k.shape[-2], dtype=scores.dtype))

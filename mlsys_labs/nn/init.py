@@ -23,7 +23,7 @@ def fans(shape: tuple[int, ...]) -> tuple[int, int]:
 
 def kaiming_normal(shape, rng: np.random.Generator, gain: float = math.sqrt(2.0),
                    dtype=np.float64, fan_in: int | None = None) -> np.ndarray:
-    # BEGIN SOLUTION hint: std = gain / √fan_in
+    # BEGIN SOLUTION [step 7] hint: std = gain / √fan_in
     fan_in = fan_in or fans(shape)[0]
     return (rng.standard_normal(shape) * (gain / math.sqrt(fan_in))).astype(dtype)
     # END SOLUTION
@@ -31,7 +31,7 @@ def kaiming_normal(shape, rng: np.random.Generator, gain: float = math.sqrt(2.0)
 
 def kaiming_uniform(shape, rng: np.random.Generator, gain: float = math.sqrt(2.0),
                     dtype=np.float64, fan_in: int | None = None) -> np.ndarray:
-    # BEGIN SOLUTION hint: bound = gain · √(3 / fan_in)
+    # BEGIN SOLUTION [step 7] hint: bound = gain · √(3 / fan_in)
     fan_in = fan_in or fans(shape)[0]
     bound = gain * math.sqrt(3.0 / fan_in)
     return rng.uniform(-bound, bound, size=shape).astype(dtype)
@@ -39,14 +39,14 @@ def kaiming_uniform(shape, rng: np.random.Generator, gain: float = math.sqrt(2.0
 
 
 def xavier_normal(shape, rng: np.random.Generator, gain: float = 1.0, dtype=np.float64) -> np.ndarray:
-    # BEGIN SOLUTION hint: std = gain · √(2 / (fan_in + fan_out))
+    # BEGIN SOLUTION [step 7] hint: std = gain · √(2 / (fan_in + fan_out))
     fan_in, fan_out = fans(shape)
     return (rng.standard_normal(shape) * (gain * math.sqrt(2.0 / (fan_in + fan_out)))).astype(dtype)
     # END SOLUTION
 
 
 def xavier_uniform(shape, rng: np.random.Generator, gain: float = 1.0, dtype=np.float64) -> np.ndarray:
-    # BEGIN SOLUTION hint: bound = gain · √(6 / (fan_in + fan_out))
+    # BEGIN SOLUTION [step 7] hint: bound = gain · √(6 / (fan_in + fan_out))
     fan_in, fan_out = fans(shape)
     bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
     return rng.uniform(-bound, bound, size=shape).astype(dtype)

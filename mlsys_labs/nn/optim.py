@@ -32,7 +32,7 @@ class SGD(Optimizer):
         self.velocity: list[np.ndarray | None] = [None] * len(self.params)
 
     def step(self) -> None:
-        # BEGIN SOLUTION hint: update p.data in place; skip parameters whose grad is None
+        # BEGIN SOLUTION [step 9] hint: update p.data in place; skip parameters whose grad is None; keep one velocity per parameter (v = g on its first step)
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
@@ -61,7 +61,7 @@ class Adam(Optimizer):
         self.t = 0
 
     def step(self) -> None:
-        # BEGIN SOLUTION hint: t += 1 once per step; AdamW shrinks w by (1 − η·λ) instead of adding λw to g
+        # BEGIN SOLUTION [step 9] hint: t += 1 once per step; AdamW shrinks w by (1 − η·λ) instead of adding λw to g
         self.t += 1
         b1, b2 = self.betas
         for p, m, v in zip(self.params, self.m, self.v):
@@ -111,7 +111,7 @@ class WarmupCosine:
         optimizer.lr = self.lr_at(0)
 
     def lr_at(self, t: int) -> float:
-        # BEGIN SOLUTION hint: the two formulas of the class docstring; hold min_lr after T
+        # BEGIN SOLUTION [step 9] hint: the two formulas of the class docstring; hold min_lr after T
         w = self.warmup
         if t < w:
             return self.base_lr * (1.0 / w + (1.0 - 1.0 / w) * t / w)

@@ -45,7 +45,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     numpy broadcasting prepends axes of size 1 and stretches axes of size 1; the
     gradient of a stretched input is the sum over the stretched axes (D2L §2.1.4).
     """
-    # BEGIN SOLUTION hint: sum over the leading axes numpy prepended, then over axes where shape has 1
+    # BEGIN SOLUTION [step 1] hint: sum over the leading axes numpy prepended, then over axes where shape has 1
     if grad.shape == tuple(shape):
         return grad
     extra = grad.ndim - len(shape)
@@ -107,7 +107,7 @@ class Function:
 def topological_order(root: "Tensor") -> list["Tensor"]:
     """Every tensor that ``root`` depends on (requiring grad), each after all its inputs;
     ``root`` last.  Iterative depth-first search (deep graphs would overflow recursion)."""
-    # BEGIN SOLUTION hint: depth-first post-order over t._node's inputs, with a visited set
+    # BEGIN SOLUTION [step 1] hint: depth-first post-order over t._node's inputs, with a visited set
     order: list[Tensor] = []
     visited: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(root, False)]
@@ -182,7 +182,7 @@ class Tensor:
         grad = np.asarray(grad, dtype=self.dtype)
         if grad.shape != self.shape:
             raise ValueError(f"gradient shape {grad.shape} != tensor shape {self.shape}")
-        # BEGIN SOLUTION hint: visit topological_order(self) in reverse; call each node's backward; unbroadcast and sum the input gradients
+        # BEGIN SOLUTION [step 1] hint: visit topological_order(self) in reverse; call each node's backward; unbroadcast and sum the input gradients
         grads: dict[int, np.ndarray] = {id(self): grad}
         for tensor in reversed(topological_order(self)):
             g = grads.pop(id(tensor), None)

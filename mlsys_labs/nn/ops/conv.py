@@ -17,7 +17,7 @@ def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int) -> np.ndarray:
     """Patches of x (N, C, H, W) as rows: shape (N·Ho·Wo, C·kh·kw), rows ordered
     (n, ho, wo) and columns (c, i, j) — so that ``cols @ w.reshape(O, -1).T`` is the conv."""
-    # BEGIN SOLUTION hint: np.pad, sliding_window_view over axes (2, 3), step by stride, transpose, reshape
+    # BEGIN SOLUTION [step 5] hint: np.pad, sliding_window_view over axes (2, 3), step by stride, transpose, reshape
     n, c, _, _ = x.shape
     if padding:
         x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
@@ -31,7 +31,7 @@ def col2im(cols: np.ndarray, x_shape: tuple[int, ...], kh: int, kw: int, stride:
            padding: int) -> np.ndarray:
     """The adjoint of :func:`im2col`: scatter-add each patch row back into an image of
     ``x_shape`` (overlapping patches add up)."""
-    # BEGIN SOLUTION hint: for each kernel offset (i, j) add a strided slice of the padded image
+    # BEGIN SOLUTION [step 5] hint: for each kernel offset (i, j) add a strided slice of the padded image
     n, c, h, w = x_shape
     ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
     patches = np.ascontiguousarray(cols.reshape(n, ho, wo, c, kh, kw).transpose(0, 3, 4, 5, 1, 2))  # n c i j ho wo
@@ -48,7 +48,7 @@ class Conv2d(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias=None, stride: int = 1, padding: int = 0):
-        # BEGIN SOLUTION hint: im2col, one matmul with weight.reshape(O, -1).T, back to NCHW
+        # BEGIN SOLUTION [step 5] hint: im2col, one matmul with weight.reshape(O, -1).T, back to NCHW
         o, _, kh, kw = weight.shape
         n, _, h, w = x.shape
         ho, wo = output_size(h, kh, stride, padding), output_size(w, kw, stride, padding)
@@ -63,7 +63,7 @@ class Conv2d(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: grad as (N·Ho·Wo, O): dW = Gᵀ·cols, dcols = G·W, dx = col2im(dcols)
+        # BEGIN SOLUTION [step 5] hint: grad as (N·Ho·Wo, O): dW = Gᵀ·cols, dcols = G·W, dx = col2im(dcols)
         cols, weight = ctx.saved
         o, _, kh, kw = weight.shape
         g = grad_out.transpose(0, 2, 3, 1).reshape(-1, o)
@@ -82,7 +82,7 @@ class MaxPool2d(Function):
 
     @staticmethod
     def forward(ctx, x, kernel: int = 2, stride: int | None = None):
-        # BEGIN SOLUTION hint: windows via sliding_window_view; remember each window's argmax
+        # BEGIN SOLUTION [step 5] hint: windows via sliding_window_view; remember each window's argmax
         stride = stride or kernel
         windows = sliding_window_view(x, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride]
         flat = windows.reshape(*windows.shape[:4], kernel * kernel)
@@ -93,7 +93,7 @@ class MaxPool2d(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: for each window offset, add the gradient where the argmax was that offset
+        # BEGIN SOLUTION [step 5] hint: for each window offset, add the gradient where the argmax was that offset
         k, s = ctx.kernel, ctx.stride
         ho, wo = grad_out.shape[2], grad_out.shape[3]
         grad = np.zeros(ctx.x_shape, dtype=grad_out.dtype)

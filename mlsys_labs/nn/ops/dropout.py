@@ -10,7 +10,7 @@ from ..tensor import Function
 class Dropout(Function):
     @staticmethod
     def forward(ctx, x, p: float, rng: np.random.Generator):
-        # BEGIN SOLUTION hint: a keep-mask from rng.random(x.shape) >= p, scaled by 1/(1-p)
+        # BEGIN SOLUTION [step 6] hint: keep where rng.random(x.shape) >= p (draw once, in that order); save the mask/(1−p) on ctx; return x·mask/(1−p)
         scale = (rng.random(x.shape) >= p) / (1.0 - p)
         ctx.save_for_backward(scale.astype(x.dtype))
         return x * ctx.saved[0]
@@ -18,7 +18,7 @@ class Dropout(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 6] hint: grad_out times the same mask/(1−p) that forward saved
         scale, = ctx.saved
         return grad_out * scale
         # END SOLUTION

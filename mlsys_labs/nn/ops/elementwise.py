@@ -18,13 +18,13 @@ class Add(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: return a + b (numpy broadcasts; the engine sums each gradient back to its input's shape)
         return a + b
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: both inputs receive grad_out
+        # BEGIN SOLUTION [step 2] hint: both inputs receive grad_out
         return grad_out, grad_out
         # END SOLUTION
 
@@ -34,13 +34,13 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: return a − b
         return a - b
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: one gradient per input: d(a−b)/da = 1, d(a−b)/db = −1
         return grad_out, -grad_out
         # END SOLUTION
 
@@ -50,14 +50,14 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: save a and b on ctx (backward needs both); return a·b
         ctx.save_for_backward(a, b)
         return a * b
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: d(ab)/da = b
+        # BEGIN SOLUTION [step 2] hint: d(ab)/da = b
         a, b = ctx.saved
         return grad_out * b, grad_out * a
         # END SOLUTION
@@ -68,14 +68,14 @@ class Div(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: save a and b on ctx (backward needs both); return a / b
         ctx.save_for_backward(a, b)
         return a / b
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: d(a/b)/db = -a/b²
+        # BEGIN SOLUTION [step 2] hint: d(a/b)/db = -a/b²
         a, b = ctx.saved
         return grad_out / b, -grad_out * a / (b * b)
         # END SOLUTION
@@ -86,13 +86,13 @@ class Neg(Function):
 
     @staticmethod
     def forward(ctx, a):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: return −a
         return -a
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: d(−a)/da = −1
         return -grad_out
         # END SOLUTION
 
@@ -102,7 +102,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, a, exponent: float):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: save a and the exponent on ctx; return a ** exponent
         ctx.save_for_backward(a)
         ctx.exponent = exponent
         return a ** exponent
@@ -110,7 +110,7 @@ class Pow(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: p · a^(p-1)
+        # BEGIN SOLUTION [step 2] hint: p · a^(p-1)
         a, = ctx.saved
         p = ctx.exponent
         return grad_out * p * a ** (p - 1)
@@ -122,7 +122,7 @@ class Exp(Function):
 
     @staticmethod
     def forward(ctx, a):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: save the output e^a on ctx (backward reuses it); return it
         out = np.exp(a)
         ctx.save_for_backward(out)
         return out
@@ -130,7 +130,7 @@ class Exp(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: reuse the forward output
+        # BEGIN SOLUTION [step 2] hint: reuse the forward output
         out, = ctx.saved
         return grad_out * out
         # END SOLUTION
@@ -141,14 +141,14 @@ class Log(Function):
 
     @staticmethod
     def forward(ctx, a):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: save a on ctx; return ln a
         ctx.save_for_backward(a)
         return np.log(a)
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: d(ln a)/da = 1/a
         a, = ctx.saved
         return grad_out / a
         # END SOLUTION
@@ -159,7 +159,7 @@ class Tanh(Function):
 
     @staticmethod
     def forward(ctx, a):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: save the output tanh(a) on ctx (backward reuses it); return it
         out = np.tanh(a)
         ctx.save_for_backward(out)
         return out
@@ -167,7 +167,7 @@ class Tanh(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: 1 - tanh² from the saved output
+        # BEGIN SOLUTION [step 2] hint: 1 - tanh² from the saved output
         out, = ctx.saved
         return grad_out * (1.0 - out * out)
         # END SOLUTION
@@ -178,7 +178,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def forward(ctx, a):
-        # BEGIN SOLUTION hint: use e^-|a| so that nothing overflows
+        # BEGIN SOLUTION [step 2] hint: use e^-|a| so that nothing overflows
         e = np.exp(-np.abs(a))
         out = np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
         ctx.save_for_backward(out)
@@ -187,7 +187,7 @@ class Sigmoid(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: reuse the forward output saved on ctx
+        # BEGIN SOLUTION [step 2] hint: reuse the forward output saved on ctx
         s, = ctx.saved
         return grad_out * s * (1.0 - s)
         # END SOLUTION
@@ -198,14 +198,14 @@ class ReLU(Function):
 
     @staticmethod
     def forward(ctx, a):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: save the mask a > 0 on ctx; return max(a, 0)
         ctx.save_for_backward(a > 0)
         return np.maximum(a, 0)
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 2] hint: grad_out where a > 0, zero elsewhere — also at a == 0 exactly (as PyTorch)
         positive, = ctx.saved
         return grad_out * positive
         # END SOLUTION
@@ -217,7 +217,7 @@ class GELU(Function):
 
     @staticmethod
     def forward(ctx, a):
-        # BEGIN SOLUTION hint: Φ(a) = (1 + erf(a/√2)) / 2
+        # BEGIN SOLUTION [step 2] hint: Φ(a) = (1 + erf(a/√2)) / 2
         cdf = 0.5 * (1.0 + erf(a / math.sqrt(2.0)))
         ctx.save_for_backward(a, cdf)
         return a * cdf
@@ -225,7 +225,7 @@ class GELU(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: d/da aΦ(a) = Φ(a) + a·φ(a), φ the normal density
+        # BEGIN SOLUTION [step 2] hint: d/da aΦ(a) = Φ(a) + a·φ(a), φ the normal density
         a, cdf = ctx.saved
         pdf = np.exp(-0.5 * a * a) / math.sqrt(2.0 * math.pi)
         return grad_out * (cdf + a * pdf)

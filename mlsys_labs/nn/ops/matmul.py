@@ -15,14 +15,14 @@ class MatMul(Function):
     def forward(ctx, a, b):
         if a.ndim < 2 or b.ndim < 2:
             raise ValueError("matmul needs operands with at least 2 dimensions")
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save a and b on ctx; return a @ b
         ctx.save_for_backward(a, b)
         return a @ b
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: dA = G Bᵀ, dB = Aᵀ G (transpose the last two axes)
+        # BEGIN SOLUTION [step 3] hint: dA = G Bᵀ, dB = Aᵀ G (transpose the last two axes)
         a, b = ctx.saved
         return grad_out @ np.swapaxes(b, -1, -2), np.swapaxes(a, -1, -2) @ grad_out
         # END SOLUTION

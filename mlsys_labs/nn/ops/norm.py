@@ -22,7 +22,7 @@ class LayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float = 1e-5):
-        # BEGIN SOLUTION hint: mean and biased variance over axis -1; save x̂ and 1/σ
+        # BEGIN SOLUTION [step 6] hint: mean and biased variance over axis -1; save x̂ and 1/σ
         mean = x.mean(axis=-1, keepdims=True)
         var = x.var(axis=-1, keepdims=True)
         rstd = 1.0 / np.sqrt(var + eps)
@@ -33,7 +33,7 @@ class LayerNorm(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: see the module docstring; dγ, dβ sum over every axis but the last
+        # BEGIN SOLUTION [step 6] hint: the module docstring's dx with dx̂ = γ·dy; dγ = Σ dy·x̂ and dβ = Σ dy over every axis but the last
         xhat, rstd, weight = ctx.saved
         lead = tuple(range(grad_out.ndim - 1))
         grad_x = _normalize_backward(grad_out * weight, xhat, rstd, -1)
@@ -48,7 +48,7 @@ class BatchNorm(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float = 1e-5, mean=None, var=None):
-        # BEGIN SOLUTION hint: reduce over every axis except 1; reshape γ, β, μ, σ² to (1, C, 1, ...)
+        # BEGIN SOLUTION [step 6] hint: reduce over every axis except 1; reshape γ, β, μ, σ² to (1, C, 1, ...)
         axes = (0,) + tuple(range(2, x.ndim))
         shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         ctx.batch_stats = mean is None
@@ -67,7 +67,7 @@ class BatchNorm(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: with batch statistics μ and σ depend on x too; with given ones they do not
+        # BEGIN SOLUTION [step 6] hint: with batch statistics μ and σ depend on x too; with given ones they do not
         xhat, rstd, weight = ctx.saved
         grad_xhat = grad_out * weight
         if ctx.batch_stats:

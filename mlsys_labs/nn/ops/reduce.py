@@ -24,14 +24,14 @@ def expand_reduced(grad: np.ndarray, shape: tuple[int, ...], axes: tuple[int, ..
 class Sum(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims: bool = False):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save the input's shape and normalize_axes(axis, a.ndim) on ctx; return the sum over those axes, keepdims honoured
         ctx.shape, ctx.axes = a.shape, normalize_axes(axis, a.ndim)
         return np.sum(a, axis=ctx.axes, keepdims=keepdims)
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: every summed element gets the gradient of the sum (expand_reduced)
+        # BEGIN SOLUTION [step 3] hint: every summed element gets the gradient of the sum (expand_reduced)
         return expand_reduced(grad_out, ctx.shape, ctx.axes)
         # END SOLUTION
 
@@ -39,7 +39,7 @@ class Sum(Function):
 class Mean(Function):
     @staticmethod
     def forward(ctx, a, axis=None, keepdims: bool = False):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: as Sum, and also save how many elements each mean averages (the product of the reduced axes' sizes)
         ctx.shape, ctx.axes = a.shape, normalize_axes(axis, a.ndim)
         ctx.count = int(np.prod([a.shape[i] for i in ctx.axes]))
         return np.mean(a, axis=ctx.axes, keepdims=keepdims)
@@ -47,7 +47,7 @@ class Mean(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: the gradient of the sum (expand_reduced) divided by the number of elements averaged
         return expand_reduced(grad_out, ctx.shape, ctx.axes) / ctx.count
         # END SOLUTION
 
@@ -58,7 +58,7 @@ class Max(Function):
 
     @staticmethod
     def forward(ctx, a, axis=None, keepdims: bool = False):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save each element's share of the gradient: 1/k for each of k tied maxima, 0 for the rest; return the max, keepdims honoured
         axes = normalize_axes(axis, a.ndim)
         out = np.max(a, axis=axes, keepdims=True)
         is_max = a == out
@@ -69,7 +69,7 @@ class Max(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: route the gradient through a mask of the maxima
+        # BEGIN SOLUTION [step 3] hint: expand_reduced(grad_out, ...) times the shares saved in forward (ties split the gradient evenly)
         share, = ctx.saved
         return expand_reduced(grad_out, ctx.shape, ctx.axes) * share
         # END SOLUTION

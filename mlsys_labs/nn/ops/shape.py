@@ -10,14 +10,14 @@ from ..tensor import Function
 class Reshape(Function):
     @staticmethod
     def forward(ctx, a, shape):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save the input's shape on ctx; return a.reshape(shape)
         ctx.shape = a.shape
         return a.reshape(shape)
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: grad_out reshaped back to the input's shape
         return grad_out.reshape(ctx.shape)
         # END SOLUTION
 
@@ -27,14 +27,14 @@ class Permute(Function):
 
     @staticmethod
     def forward(ctx, a, axes):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save the axes on ctx; return np.transpose(a, axes)
         ctx.axes = tuple(axes)
         return np.transpose(a, ctx.axes)
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: apply the inverse permutation (np.argsort of the axes)
+        # BEGIN SOLUTION [step 3] hint: apply the inverse permutation (np.argsort of the axes)
         return np.transpose(grad_out, np.argsort(ctx.axes))
         # END SOLUTION
 
@@ -45,14 +45,14 @@ class GetItem(Function):
 
     @staticmethod
     def forward(ctx, a, index):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save the input's shape and the index on ctx; return a[index]
         ctx.shape, ctx.dtype, ctx.index = a.shape, a.dtype, index
         return a[index]
         # END SOLUTION
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: np.add.at (a plain += loses repeated indices)
+        # BEGIN SOLUTION [step 3] hint: np.add.at (a plain += loses repeated indices)
         grad = np.zeros(ctx.shape, dtype=grad_out.dtype)
         np.add.at(grad, ctx.index, grad_out)
         return grad
@@ -64,7 +64,7 @@ class Concatenate(Function):
 
     @staticmethod
     def forward(ctx, *arrays, axis: int = 0):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save the axis and each input's size along it on ctx; return np.concatenate(arrays, axis)
         ctx.axis = axis
         ctx.sizes = [x.shape[axis] for x in arrays]
         return np.concatenate(arrays, axis=axis)
@@ -72,7 +72,7 @@ class Concatenate(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: np.split at the cumulative sizes
+        # BEGIN SOLUTION [step 3] hint: one gradient per input: np.split grad_out at the cumulative sizes along the axis
         return tuple(np.split(grad_out, np.cumsum(ctx.sizes)[:-1], axis=ctx.axis))
         # END SOLUTION
 
@@ -82,7 +82,7 @@ class Stack(Function):
 
     @staticmethod
     def forward(ctx, *arrays, axis: int = 0):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: save the new axis (as an index of the output, ≥ 0) and the number of inputs on ctx; return np.stack
         out = np.stack(arrays, axis=axis)
         ctx.axis, ctx.count = axis % out.ndim, len(arrays)
         return out
@@ -90,6 +90,6 @@ class Stack(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION
+        # BEGIN SOLUTION [step 3] hint: one gradient per input: grad_out's i-th slice along the stacked axis
         return tuple(np.take(grad_out, i, axis=ctx.axis) for i in range(ctx.count))
         # END SOLUTION

@@ -12,7 +12,7 @@ from ..tensor import Function
 class Softmax(Function):
     @staticmethod
     def forward(ctx, a, axis: int = -1):
-        # BEGIN SOLUTION hint: subtract the max along the axis before exponentiating
+        # BEGIN SOLUTION [step 4] hint: subtract the max along the axis before exponentiating
         e = np.exp(a - a.max(axis=axis, keepdims=True))
         s = e / e.sum(axis=axis, keepdims=True)
         ctx.save_for_backward(s)
@@ -22,7 +22,7 @@ class Softmax(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: the Jacobian-vector product is s ⊙ (g − Σ g·s)
+        # BEGIN SOLUTION [step 4] hint: the Jacobian-vector product is s ⊙ (g − Σ g·s)
         s, = ctx.saved
         return s * (grad_out - (grad_out * s).sum(axis=ctx.axis, keepdims=True))
         # END SOLUTION
@@ -31,7 +31,7 @@ class Softmax(Function):
 class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, a, axis: int = -1):
-        # BEGIN SOLUTION hint: a − max − log Σ exp(a − max)
+        # BEGIN SOLUTION [step 4] hint: a − max − log Σ exp(a − max)
         shifted = a - a.max(axis=axis, keepdims=True)
         out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
         ctx.save_for_backward(out)
@@ -41,7 +41,7 @@ class LogSoftmax(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: g − softmax · Σ g
+        # BEGIN SOLUTION [step 4] hint: g − softmax · Σ g
         out, = ctx.saved
         return grad_out - np.exp(out) * grad_out.sum(axis=ctx.axis, keepdims=True)
         # END SOLUTION
@@ -53,7 +53,7 @@ class CrossEntropy(Function):
 
     @staticmethod
     def forward(ctx, logits, targets):
-        # BEGIN SOLUTION hint: log-softmax, then pick the target column of each row
+        # BEGIN SOLUTION [step 4] hint: log-softmax, then pick the target column of each row
         targets = np.asarray(targets)
         shifted = logits - logits.max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -64,7 +64,7 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        # BEGIN SOLUTION hint: (softmax − one-hot) / N, times the upstream scalar
+        # BEGIN SOLUTION [step 4] hint: (softmax − one-hot) / N, times the upstream scalar
         log_probs, targets = ctx.saved
         n = log_probs.shape[0]
         grad = np.exp(log_probs)
