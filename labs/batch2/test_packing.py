@@ -1,4 +1,5 @@
-"""The pieces of the packed kernel on their own: packing A and B panels, the micro-kernel."""
+"""The pieces of the packed kernel on their own (README step 4): packing A and B panels,
+the micro-kernels."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +11,8 @@ from mlsys_labs.matmul import micro_kernel_4x4, pack_panel_a, pack_panel_b
 from mlsys_labs.matmul.packed import micro_kernel_2x8
 
 from matmul_checks import assert_matmul_close, random_matrix
+
+pytestmark = pytest.mark.step(4)
 
 
 def reference_pack_a(A, ic, pc, mc, kc, mr):
@@ -58,6 +61,34 @@ def test_pack_panel_b(blk, seed):
     pack_panel_b(src, transposed, pc, jc, kc, nc, nr, bp)
     np.testing.assert_array_equal(bp, reference_pack_b(B, pc, jc, kc, nc, nr),
                                   err_msg=f"pack_panel_b nc={nc} kc={kc} jc={jc} pc={pc} nr={nr} trans={transposed}")
+
+
+# deterministic edge blocks: one row/column, fewer than MR/NR, MR/NR +- 1, offsets into A and B
+EDGE_BLOCKS = [(1, 1, 0, 0, 4), (3, 5, 2, 1, 4), (5, 1, 0, 3, 4), (9, 2, 1, 0, 8), (8, 3, 4, 2, 8),
+               (7, 4, 3, 5, 2), (2, 6, 0, 0, 4), (13, 3, 2, 2, 4)]
+
+
+@pytest.mark.points(2)
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pack_edge_blocks(transposed, dtype, rng):
+    """Blocks of every edge size, into a NaN-poisoned buffer with NaN canaries after it."""
+    for size, kc, off, pc, mult in EDGE_BLOCKS:
+        A = random_matrix(rng, (off + size + 2, pc + kc + 3), dtype)
+        B = random_matrix(rng, (pc + kc + 1, off + size + 2), dtype)
+        length = -(-size // mult) * mult * kc
+        for name, pack, src, ref in (
+                ("pack_panel_a", pack_panel_a, A, reference_pack_a(A, off, pc, size, kc, mult)),
+                ("pack_panel_b", pack_panel_b, B, reference_pack_b(B, pc, off, kc, size, mult))):
+            buf = np.full(length + 11, np.nan, dtype=dtype)
+            arg = np.ascontiguousarray(src.T) if transposed else src
+            if name == "pack_panel_a":
+                pack(arg, transposed, off, pc, size, kc, mult, buf[:length])
+            else:
+                pack(arg, transposed, pc, off, kc, size, mult, buf[:length])
+            what = f"{name} size={size} kc={kc} offset={off} pc={pc} {'mr' if name[-1] == 'a' else 'nr'}={mult} trans={transposed}"
+            np.testing.assert_array_equal(buf[:length], ref, err_msg=what)
+            assert np.isnan(buf[length:]).all(), f"{what}: wrote past the end of the packed buffer"
 
 
 @pytest.mark.points(2)

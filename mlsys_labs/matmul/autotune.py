@@ -42,8 +42,14 @@ def candidates(space: dict) -> list[BlockConfig]:
 
 
 def time_config(config: BlockConfig, a: np.ndarray, b: np.ndarray, out: np.ndarray, repeats: int) -> float:
-    """Best-of-``repeats`` seconds of one packed matmul with ``config`` (after one warm-up)."""
-    # BEGIN SOLUTION hint: call matmul_packed(a, b, out=out, config=config) once to warm up, then keep the fastest of `repeats` timed calls
+    """Best-of-``repeats`` seconds of one packed matmul with ``config``, written into ``out``.
+
+    One untimed warm-up call first (it compiles and warms the caches), then ``repeats`` calls
+    of ``matmul_packed(a, b, out=out, config=config)``, each timed on its own with
+    ``time.perf_counter``; the least of those, in seconds (noise on a shared machine only
+    ever slows a run, so the minimum is the estimate least disturbed by it).
+    """
+    # BEGIN SOLUTION [step 6] hint: call matmul_packed(a, b, out=out, config=config) once to warm up, then keep the fastest of `repeats` timed calls
     matmul_packed(a, b, out=out, config=config)
     best = float("inf")
     for _ in range(repeats):
@@ -55,8 +61,9 @@ def time_config(config: BlockConfig, a: np.ndarray, b: np.ndarray, out: np.ndarr
 
 
 def search(configs, a: np.ndarray, b: np.ndarray, out: np.ndarray, repeats: int) -> tuple[float, BlockConfig]:
-    """(seconds, config) of the fastest of ``configs``, each timed with :func:`time_config`."""
-    # BEGIN SOLUTION hint: time every config with time_config(cfg, a, b, out, repeats) and return the (seconds, config) with the least seconds
+    """(seconds, config) of the fastest of ``configs`` (any iterable, walked once), each timed
+    once with ``time_config(cfg, a, b, out, repeats)``; of equally fast configs the first wins."""
+    # BEGIN SOLUTION [step 6] hint: time every config with time_config(cfg, a, b, out, repeats) and return the (seconds, config) with the least seconds
     timings = [(time_config(cfg, a, b, out, repeats), cfg) for cfg in configs]
     return min(timings, key=lambda tc: tc[0])
     # END SOLUTION

@@ -46,7 +46,7 @@ def tile_sizes(itemsize: int, l1_bytes: int = L1_BYTES, l2_bytes: int = L2_BYTES
 @njit(cache=True, fastmath=True)
 def blocked_kernel(a, b, c, tb_m, tb_k, tb_n):
     """c = a @ b in TB_M x TB_K x TB_N tiles, i-k-j order inside a tile."""
-    # BEGIN SOLUTION hint: zero C; loop over tile origins (j0, k0, i0); inside, loops ii, kk and a zero-based jj over row views c[i0+ii, j0:j0+nb] and b[k0+kk, j0:j0+nb]
+    # BEGIN SOLUTION [step 3] hint: zero C; loop over tile origins (j0, k0, i0); inside, loops ii, kk and a zero-based jj over row views c[i0+ii, j0:j0+nb] and b[k0+kk, j0:j0+nb]
     m, k = a.shape
     n = b.shape[1]
     c[:, :] = 0

@@ -42,9 +42,14 @@ class CacheConfig:
 def simulate_lru(addresses, n_sets, ways, line_bytes):
     """Misses of the byte-address stream ``addresses`` in an LRU set-associative cache.
 
-    Returns the number of misses (cold, capacity and conflict together).
+    Address x is in line x // line_bytes, which maps to set (line mod n_sets) — n_sets need
+    not be a power of two — with tag line // n_sets.  A hit makes its line the set's most
+    recently used; a miss fills an empty way of the set if there is one, else evicts the
+    set's least recently used line.  The cache starts empty and is not written back
+    (reads and writes count alike).  Returns the number of misses (cold, capacity and
+    conflict together).
     """
-    # BEGIN SOLUTION hint: tags[set, way] (-1 = empty) and last_use[set, way]; a hit refreshes last_use, a miss replaces the way with the oldest last_use
+    # BEGIN SOLUTION [step 8] hint: tags[set, way] (-1 = empty) and last_use[set, way]; a hit refreshes last_use, a miss replaces the way with the oldest last_use
     tags = np.full((n_sets, ways), -1, dtype=np.int64)
     last_use = np.zeros((n_sets, ways), dtype=np.int64)
     misses = 0
@@ -100,8 +105,9 @@ def ijk_stream(n, itemsize):
 
 @njit(cache=True)
 def ikj_stream(n, itemsize):
-    """ikj_kernel: A[i, k] once per (i, k); then B[k, j] and C[i, j] per inner step."""
-    # BEGIN SOLUTION hint: as ijk_stream with the loops i, k, j: A[i, k] before the j loop, then B[k, j] and C[i, j] per step
+    """ikj_kernel: A[i, k] once per (i, k); then B[k, j] and C[i, j] per inner step
+    (B's address first), 2 n^3 + n^2 addresses in all."""
+    # BEGIN SOLUTION [step 8] hint: as ijk_stream with the loops i, k, j: A[i, k] before the j loop, then B[k, j] and C[i, j] per step
     a0, b0, c0 = 0, n * n * itemsize, 2 * n * n * itemsize
     out = np.empty(2 * n * n * n + n * n, dtype=np.int64)
     t = 0
@@ -119,8 +125,10 @@ def ikj_stream(n, itemsize):
 
 @njit(cache=True)
 def blocked_stream(n, itemsize, tile):
-    """blocked_kernel with square tiles: loops j0, k0, i0 over tiles, i-k-j inside."""
-    # BEGIN SOLUTION hint: the loops of blocked_kernel with TB_M = TB_K = TB_N = tile; A[i, k] once per (ii, kk), B and C per jj
+    """blocked_kernel with square tiles: loops j0, k0, i0 over tile origins (edge tiles
+    clipped to n), then ii, kk, jj inside: A[i, k] once per (ii, kk), then B[k, j] and
+    C[i, j] per jj (B's address first); 2 n^3 + n^2 ceil(n/tile) addresses in all."""
+    # BEGIN SOLUTION [step 8] hint: the loops of blocked_kernel with TB_M = TB_K = TB_N = tile; A[i, k] once per (ii, kk), B and C per jj
     a0, b0, c0 = 0, n * n * itemsize, 2 * n * n * itemsize
     n_tiles = (n + tile - 1) // tile
     out = np.empty(2 * n * n * n + n * n * n_tiles, dtype=np.int64)   # A[i, k] once per (i, k, j0)

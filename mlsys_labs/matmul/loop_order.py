@@ -17,7 +17,7 @@ from .operands import check_operands, finish, output_buffer
 @njit(cache=True, fastmath=True)
 def ikj_kernel(a, b, c):
     """c = a @ b with the i-k-j loop order; a, b, c C-contiguous."""
-    # BEGIN SOLUTION hint: zero C, then loops i, k, j; hoist A[i, k] out of the stride-1 j loop
+    # BEGIN SOLUTION [step 2] hint: zero C, then loops i, k, j; hoist A[i, k] out of the stride-1 j loop
     m, k = a.shape
     n = b.shape[1]
     for i in range(m):

@@ -17,7 +17,7 @@ from .operands import check_operands, finish, output_buffer
 @njit(cache=True)
 def naive_kernel(a, b, c):
     """c = a @ b with the i-j-k loop order; a, b, c C-contiguous."""
-    # BEGIN SOLUTION hint: three loops i, j, k; accumulate A[i, k] * B[k, j] in a scalar, then store C[i, j]
+    # BEGIN SOLUTION [step 1] hint: three loops i, j, k; accumulate A[i, k] * B[k, j] in a scalar, then store C[i, j]
     m, k = a.shape
     n = b.shape[1]
     for i in range(m):

@@ -76,7 +76,7 @@ def pack_panel_a(a, trans_a, ic, pc, mc, kc, mr, ap):
     k, the order the inner-product micro-kernel reads); rows past ``mc`` are zeros.  When
     ``trans_a`` is true, ``a`` holds A transposed (A[i, p] is ``a[p, i]``).
     """
-    # BEGIN SOLUTION hint: for each sliver s and row r: i = s*mr + r; copy A[ic+i, pc+p] for p < kc, or zeros when i >= mc
+    # BEGIN SOLUTION [step 4] hint: for each sliver s and row r: i = s*mr + r; copy A[ic+i, pc+p] for p < kc, or zeros when i >= mc
     n_slivers = (mc + mr - 1) // mr
     for s in range(n_slivers):
         for r in range(mr):
@@ -103,7 +103,7 @@ def pack_panel_b(b, trans_b, pc, jc, kc, nc, nr, bp):
     transposed, each column contiguous in k; columns past ``nc`` are zeros.  When
     ``trans_b`` is true, ``b`` holds B transposed (B[p, j] is ``b[j, p]``).
     """
-    # BEGIN SOLUTION hint: mirror pack_panel_a with columns: j = s*nr + c; copy B[pc+p, jc+j] for p < kc, or zeros when j >= nc
+    # BEGIN SOLUTION [step 4] hint: mirror pack_panel_a with columns: j = s*nr + c; copy B[pc+p, jc+j] for p < kc, or zeros when j >= nc
     n_slivers = (nc + nr - 1) // nr
     for s in range(n_slivers):
         for c in range(nr):
@@ -143,7 +143,7 @@ def micro_kernel_4x4(kc, a_sliver, b_sliver, tile):
     runtime offset made numba emit a negative-index wrap-around check that blocked
     vectorisation (measured: 2 GFLOP/s instead of 64).
     """
-    # BEGIN SOLUTION hint: 16 scalar accumulators s00..s33; one k loop loading a0..a3 (rows of A~) and b0..b3 (rows of B~); then store them into tile
+    # BEGIN SOLUTION [step 4] hint: 16 scalar accumulators s00..s33; one k loop loading a0..a3 (rows of A~) and b0..b3 (rows of B~); then store them into tile
     zero = tile.dtype.type(0)
     s00 = s01 = s02 = s03 = zero
     s10 = s11 = s12 = s13 = zero
@@ -197,7 +197,7 @@ def micro_kernel_4x4(kc, a_sliver, b_sliver, tile):
 def micro_kernel_2x8(kc, a_sliver, b_sliver, tile):
     """The 2 x 8 shape of the same kernel (an alternative the autotuner may pick):
     2 + 8 loads per 16 multiply-adds instead of 4 + 4."""
-    # BEGIN SOLUTION hint: as micro_kernel_4x4 with 2 rows of A~ (a0, a1) and 8 rows of B~ (b0..b7): 16 accumulators s00..s17
+    # BEGIN SOLUTION [step 4] hint: as micro_kernel_4x4 with 2 rows of A~ (a0, a1) and 8 rows of B~ (b0..b7): 16 accumulators s00..s17
     zero = tile.dtype.type(0)
     s00 = s01 = s02 = s03 = s04 = s05 = s06 = s07 = zero
     s10 = s11 = s12 = s13 = s14 = s15 = s16 = s17 = zero
@@ -249,8 +249,15 @@ def micro_kernel_2x8(kc, a_sliver, b_sliver, tile):
 
 @njit(cache=True)
 def macro_kernel(ap, bp, c, ic, jc, mc, nc, kc, mr, nr, tile):
-    """Loops 2 and 1: every MR x NR tile of C[ic:ic+mc, jc:jc+nc] from the packed A~ and B~."""
-    # BEGIN SOLUTION hint: loop jr over the NR slivers of B~, ir over the MR slivers of A~; sliver views ap[ir*kc:(ir+mr)*kc], bp[jr*kc:(jr+nr)*kc]; write_back clips to edges min(mr, mc - ir), min(nr, nc - jr)
+    """Loops 2 and 1: C[ic:ic+mc, jc:jc+nc] += A~ @ B~, one MR x NR tile at a time.
+
+    ``ap`` holds ceil(mc/mr) packed slivers of A~ (the layout of :func:`pack_panel_a`),
+    ``bp`` ceil(nc/nr) slivers of B~ (:func:`pack_panel_b`); ``tile`` is an (mr, nr)
+    scratch buffer.  Edge tiles compute whole MR x NR products (the padding's rows and
+    columns included), but nothing outside C[ic:ic+mc, jc:jc+nc] is written, whatever
+    the padding holds.
+    """
+    # BEGIN SOLUTION [step 4] hint: loop jr over the NR slivers of B~, ir over the MR slivers of A~; sliver views ap[ir*kc:(ir+mr)*kc], bp[jr*kc:(jr+nr)*kc]; write_back clips to edges min(mr, mc - ir), min(nr, nc - jr)
     for jr in range(0, nc, nr):
         n_edge = min(nr, nc - jr)
         for ir in range(0, mc, mr):
@@ -269,7 +276,7 @@ def macro_kernel(ap, bp, c, ic, jc, mc, nc, kc, mr, nr, tile):
 def gemm_packed(a, trans_a, b, trans_b, c, i_begin, i_end, j_begin, j_end, mc, kc, nc, mr, nr):
     """The five loops on one thread for the block ``C[i_begin:i_end, j_begin:j_end]`` of
     C = A @ B (that block is overwritten; the rest of ``c`` is not touched)."""
-    # BEGIN SOLUTION hint: zero the block; buffers for A~ (ceil(mc/mr)*mr*kc) and B~ (ceil(nc/nr)*nr*kc); loops jc from j_begin, pc (pack B~), ic from i_begin (pack A~, macro_kernel)
+    # BEGIN SOLUTION [step 4] hint: zero the block; buffers for A~ (ceil(mc/mr)*mr*kc) and B~ (ceil(nc/nr)*nr*kc); loops jc from j_begin, pc (pack B~), ic from i_begin (pack A~, macro_kernel)
     k = a.shape[0] if trans_a else a.shape[1]
     for i in range(i_end - i_begin):
         for j in range(j_end - j_begin):

@@ -111,7 +111,7 @@ def blas_flops(dtype=np.float32, threads: int = 1, n: int = 1536, repeats: int =
 @njit(cache=True, parallel=True)
 def stream_triad(a, b, c, scalar, reps):
     """STREAM triad, ``reps`` times: a = b + scalar * c."""
-    # BEGIN SOLUTION hint: reps times, a prange over i: a[i] = b[i] + scalar * c[i]
+    # BEGIN SOLUTION [step 7] hint: reps times, a prange over i: a[i] = b[i] + scalar * c[i]
     for _ in range(reps):
         for i in prange(a.shape[0]):
             a[i] = b[i] + scalar * c[i]
@@ -120,8 +120,15 @@ def stream_triad(a, b, c, scalar, reps):
 
 def triad_bandwidth(n_elements: int = 16 * 2**20, threads: int = 1, repeats: int = 3, sweeps: int = 1) -> float:
     """Bytes/s of the STREAM triad on float64 arrays of ``n_elements`` (3 x 8 bytes each),
-    ``sweeps`` passes per timed call (use many for arrays small enough to sit in a cache)."""
-    # BEGIN SOLUTION hint: three float64 arrays; warm up once; time stream_triad(..., sweeps) (best of repeats); bytes = 3 * 8 * n * sweeps
+    ``sweeps`` passes per timed call (use many for arrays small enough to sit in a cache).
+
+    numba's pool runs ``threads`` threads during the measurement and its previous count is
+    restored afterwards (also when the kernel raises).  One untimed warm-up call
+    ``stream_triad(a, b, c, scalar, 1)``, then ``repeats`` calls ``stream_triad(a, b, c, scalar,
+    sweeps)``, each timed on its own with ``time.perf_counter``; the fastest counts, as
+    3 * 8 * n_elements * sweeps bytes moved (STREAM's count: read b and c, write a).
+    """
+    # BEGIN SOLUTION [step 7] hint: three float64 arrays; warm up once; time stream_triad(..., sweeps) (best of repeats); bytes = 3 * 8 * n * sweeps
     a = np.zeros(n_elements)
     b = np.full(n_elements, 1.0)
     c = np.full(n_elements, 2.0)
@@ -179,11 +186,25 @@ def flops(m: int, n: int, k: int) -> float:
 
 def bytes_moved(variant: str, m: int, n: int, k: int, itemsize: int,
                 config: BlockConfig | None = None, cache_bytes: int = L2_BYTES) -> float:
-    """Modelled bytes between memory and a cache of ``cache_bytes`` for one C = A B.
+    """Modelled bytes between memory and a cache of ``cache_bytes`` for one C = A B, as a float.
 
-    Never below the compulsory traffic s (m k + k n + m n); see the module docstring.
+    With s = ``itemsize``, L = ``LINE_BYTES`` and the compulsory traffic
+    s (m k + k n + m n) (every element in or out once), per ``variant``:
+
+    - ``"naive"``: the compulsory traffic if it fits in the cache (compulsory <= cache_bytes),
+      else m n k L + s (m k + m n) — every B[k, j] a new line, A's row and C once;
+    - ``"loop_order"``: the compulsory traffic if it fits, else s (m k n + m k + 2 m n) — B
+      streamed once per row of A, A once, C read and written once;
+    - ``"blocked"``: with (TB_M, TB_K, TB_N) = ``tile_sizes(s)``,
+      s (k n ceil(m/TB_M) + m k ceil(n/TB_N) + 2 m n ceil(k/TB_K));
+    - ``"packed"`` and ``"threaded"``: with MC, KC, NC from ``config`` (default
+      ``DEFAULT_CONFIG``), s (m k ceil(n/NC) + k n + 2 m n ceil(k/KC)) — A re-read per NC
+      panel, B once, C read and written per KC slice;
+    - ``"blas"``: the compulsory traffic;
+
+    never below the compulsory traffic; any other name raises ``ValueError``.
     """
-    # BEGIN SOLUTION hint: the formulas of the module docstring per variant, never below the compulsory s (mk + kn + mn)
+    # BEGIN SOLUTION [step 7] hint: the formulas of this docstring, one branch per variant
     s = itemsize
     compulsory = s * (m * k + k * n + m * n)
     fits = compulsory <= cache_bytes

@@ -31,7 +31,7 @@ def gemm_threaded(a, trans_a, b, trans_b, c, n_parts, mc, kc, nc, mr, nr):
     """C = A @ B cut into ``n_parts`` independent blocks, one per ``prange`` iteration, each
     running the five loops of ``gemm_packed``: column ranges (multiples of NR) when C is
     at least as wide as tall, else row ranges (multiples of MR)."""
-    # BEGIN SOLUTION hint: split the longer side of C into n_parts ranges rounded up to nr (columns) or mr (rows); prange over parts: gemm_packed on that block
+    # BEGIN SOLUTION [step 5] hint: split the longer side of C into n_parts ranges rounded up to nr (columns) or mr (rows); prange over parts: gemm_packed on that block
     m, n = c.shape
     by_columns = n >= m
     length = n if by_columns else m
