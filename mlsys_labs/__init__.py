@@ -5,5 +5,9 @@ One subpackage per lab topic (``nn``, ``matmul``, ``collectives``, ``kernels``,
 ``common`` (devices, seeds, tolerances, timing, ceilings, plots) and ``grading``
 (starter copies, the grader, the pytest plugin).  ``catalog`` lists the labs.
 """
+from .common.jit_cache import configure_numba_cache
 
 __version__ = "0.1.0"
+
+# before any lab imports numba: compiled code is cached per version of the sources
+configure_numba_cache()

@@ -4,6 +4,7 @@
     mlsys-labs run N [demo options]          # graded tests, benchmarks, the lab's demo, figures
     mlsys-labs starter DEST
     mlsys-labs grade [--lab N] [--submission PATH] [--out results.json] [--summary results.md]
+    mlsys-labs mutants [--lab N] [--jobs J]  # do the graded tests catch each catalogued learner bug?
     mlsys-labs report
     mlsys-labs gpu-check                     # on a CUDA machine
     mlsys-labs serve | bench-serve           # lab 5's server and load generator
@@ -39,7 +40,51 @@ def _lab_number(text: str) -> int:
 
 def _saved_grade(n: int) -> dict | None:
     path = project_root() / "reports" / "grades" / f"lab{n}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except ValueError:
+        return None
+
+
+def _record_grade(result, by: str) -> None:
+    """Keep this checkout's latest score of a lab (from `run` or `grade`) for `list`."""
+    import time
+
+    from .grading.grader import write_outputs
+
+    out = reports_dir("grades")
+    write_outputs([result], out / f"lab{result.lab.number}.json", out / f"lab{result.lab.number}.md")
+    data = json.loads((out / f"lab{result.lab.number}.json").read_text())
+    data["recorded"] = {"by": by, "at": time.strftime("%Y-%m-%d %H:%M"), "steps": getattr(result, "steps", None)}
+    (out / f"lab{result.lab.number}.json").write_text(json.dumps(data, indent=1))
+
+
+def _checkout_of(folder: Path) -> Path | None:
+    """The mlsys-labs checkout (a clone or a starter copy) holding ``folder``, if any."""
+    for d in (folder, *folder.parents):
+        if (d / "mlsys_labs" / "__init__.py").is_file() and (d / "pyproject.toml").is_file():
+            return d
+    return None
+
+
+def _use_this_checkout(argv: list[str]) -> None:
+    """Run from inside another checkout (a starter copy) with the command installed from
+    this one?  Then that checkout's own package must be graded, run and listed: re-run
+    the command with it first on the path, and say so loudly."""
+    import os
+
+    here = _checkout_of(Path.cwd().resolve())
+    ours = Path(__file__).resolve().parents[1]
+    if here is None or here == ours or os.environ.get("MLSYS_LABS_HOME") or os.environ.get("_MLSYS_REEXEC"):
+        return
+    print(f"mlsys-labs: warning: this command is installed from {ours}, but you are in the checkout {here}; "
+          f"using {here}/mlsys_labs and its reports instead (install it there — `make install` — to silence this)",
+          file=sys.stderr)
+    env = dict(os.environ, _MLSYS_REEXEC="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(here), os.environ.get("PYTHONPATH")])))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "mlsys_labs.cli", *argv], env)
 
 
 # ------------------------------------------------------------------------------- list
@@ -48,12 +93,17 @@ def cmd_list(args) -> int:
     for lab in LABS.values():
         grade = _saved_grade(lab.number)
         score = f"{grade['score']:g}/{grade['max_score']:g}" if grade else "—"
+        if grade and grade.get("recorded"):
+            rec = grade["recorded"]
+            steps = f", steps {rec['steps']}" if rec.get("steps") else ""
+            score += f"  ({rec.get('by', '?')} {rec.get('at', '')}{steps})"
         status = "ready" if lab.present else "not built"
         print(f"{lab.number:<4}{lab.batch:<6}{lab.topic:<44}{status:<12}{score}")
         print(f"{'':<10}readings: {lab.readings}")
         print(f"{'':<10}you build: {lab.builds}")
         print(f"{'':<10}measured against: {lab.peer}; targets: {lab.targets}")
-    print("\nRun one with `mlsys-labs run N` (or `make lab-N`); scores are from the last run in this checkout.")
+    print(f"\nRun one with `mlsys-labs run N` (or `make lab-N`); each score is the latest `run` or `grade` "
+          f"of {project_root()}.")
     return 0
 
 
@@ -69,21 +119,31 @@ def _print_figures(lab) -> None:
 
 
 def cmd_run(args, extra: list[str]) -> int:
-    from .grading.grader import grade, write_outputs
+    from .grading.grader import grade
 
     lab = get_lab(_lab_number(args.lab))
+    if args.step:
+        from .grading.pytest_plugin import parse_steps
+
+        try:
+            parse_steps(args.step)
+        except Exception as exc:
+            raise CLIError(str(exc)) from None
+        args.skip_bench = args.skip_demo = True   # one step: its tests only
     if not lab.present:
         raise CLIError(f"Lab {lab.number} ({lab.topic}) has no graded tests in this checkout yet")
     score_ok = True
     if not args.skip_tests:
-        print(f"== Lab {lab.number}: {lab.topic} — graded tests")
-        result = grade(lab.number, project_root(), timeout=args.timeout, show_progress=sys.stderr.isatty())
-        out = reports_dir("grades")
-        write_outputs([result], out / f"lab{lab.number}.json", out / f"lab{lab.number}.md")
+        steps = f" (step {args.step})" if args.step else ""
+        print(f"== Lab {lab.number}: {lab.topic} — graded tests{steps}")
+        result = grade(lab.number, project_root(), timeout=args.timeout, show_progress=sys.stderr.isatty(),
+                       pytest_args=("--step", args.step) if args.step else ())
+        result.steps = args.step
+        _record_grade(result, by="run")
         failed = [t for t in result.tests if t.status != "passed"]
         for t in failed:
-            first = next((l.strip() for l in t.output.splitlines() if l.strip().startswith("E ")), t.output.strip()[:160])
-            print(f"  FAILED {t.name} ({t.max_score:g} pts): {first[:160]}")
+            first = t.output.splitlines()[0] if t.output else "(no output)"
+            print(f"  FAILED {t.name} ({t.max_score:g} pts): {first[:200]}")
         print(f"Score: {result.score:g} / {result.max_score:g} ({100 * result.fraction:.0f}%)"
               + (f"; {len(result.not_run_gpu)} GPU-only tests not run here" if result.not_run_gpu else ""))
         score_ok = result.fraction >= 1.0
@@ -112,7 +172,7 @@ def cmd_run(args, extra: list[str]) -> int:
 def cmd_starter(args) -> int:
     from .grading.starter import write_starter
 
-    stats = write_starter(project_root(), Path(args.dest))
+    stats = write_starter(project_root(), Path(args.dest), solved_through=args.solved_through)
     print(f"Starter copy written to {args.dest}: {stats['files']} files, {stats['regions']} solution regions "
           f"stubbed, {stats['hidden_tests_removed'] + stats['hidden_modules_removed']} hidden tests left out.")
     print(f"Next: cd {args.dest} && make lab-1   (fill in the NotImplementedError stubs until it says 100%)")
@@ -135,6 +195,8 @@ def cmd_grade(args) -> int:
         r = grade(lab.number, submission, timeout=args.timeout, show_progress=sys.stderr.isatty())
         print(f"Lab {lab.number}: {r.score:g} / {r.max_score:g} ({100 * r.fraction:.0f}%)", flush=True)
         results.append(r)
+        if submission == project_root().resolve():
+            _record_grade(r, by="grade")
     summary = Path(args.summary) if args.summary else Path(args.out).with_suffix(".md")
     write_outputs(results, Path(args.out), summary)
     total = sum(r.score for r in results)
@@ -143,6 +205,51 @@ def cmd_grade(args) -> int:
     if args.fail_under is not None and maximum and 100 * total / maximum < args.fail_under:
         return 1
     return 0
+
+
+# ---------------------------------------------------------------------------- mutants
+def cmd_mutants(args) -> int:
+    import random
+
+    from .grading.mutants import (MIN_PUBLIC, check_baseline, labs_with_catalogue, load_catalogue,
+                                  run_catalogue)
+
+    root = project_root()
+    labs = [_lab_number(args.lab)] if args.lab else labs_with_catalogue(root)
+    if not labs:
+        raise CLIError("no lab has a mutation catalogue (labs/batchN/mutants.py) in this checkout")
+    only = set(filter(None, (args.only or "").split(","))) or None
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    failed = False
+    for n in labs:
+        mutants, _ = load_catalogue(root, n)
+        if args.list:
+            for m in mutants:
+                print(f"lab {n}  {m.name:<44}{m.file}: {m.why}")
+            continue
+        print(f"== Lab {n}: {len(mutants) if not only else len(only)} mutants, seed {seed} "
+              f"(reproduce: mlsys-labs mutants --lab {n} --seed {seed})", flush=True)
+        if not args.no_baseline:
+            broken = check_baseline(root, n, seed=seed, test_timeout=args.timeout)
+            if broken:
+                raise CLIError(f"lab {n}'s reference fails its own tests, so no mutant can be judged: {broken}")
+        bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(only) if only else len(mutants), desc=f"lab {n} mutants", unit="mutant", leave=False)
+        report = run_catalogue(root, n, seed=seed, jobs=args.jobs, only=only, test_timeout=args.timeout,
+                               progress=(lambda o: bar.update(1)) if bar else None)
+        if bar:
+            bar.close()
+        print(report.table(), flush=True)
+        out = reports_dir("mutants") / f"lab{n}.json"
+        out.write_text(json.dumps(report.as_dict(), indent=1))
+        problems = report.problems(min_public=0.0 if only else MIN_PUBLIC)
+        for p in problems:
+            print(f"  PROBLEM {p}")
+        failed |= bool(problems)
+    return 1 if failed else 0
 
 
 # ----------------------------------------------------------------------------- report
@@ -200,9 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--skip-tests", action="store_true")
     r.add_argument("--skip-bench", action="store_true")
     r.add_argument("--skip-demo", action="store_true")
+    r.add_argument("--step", metavar="STEPS", help="only the graded tests of these README steps (3, 1-3, 2,4)")
     r.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
     s = sub.add_parser("starter", help="write a learner's copy with the solutions stubbed out")
     s.add_argument("dest")
+    s.add_argument("--solved-through", type=int, metavar="K",
+                   help="keep the reference's solution for README steps 1..K (checks that steps stand alone)")
     g = sub.add_parser("grade", help="grade a submission: Gradescope results.json + Markdown summary")
     g.add_argument("--lab", help="lab number (default: every lab present)")
     g.add_argument("--submission", help="folder holding the submission's mlsys_labs (default: this checkout)")
@@ -210,6 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--summary", help="Markdown summary path (default: OUT with .md)")
     g.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
     g.add_argument("--fail-under", type=float, help="exit 1 when the total is below this percentage")
+    m = sub.add_parser("mutants", help="plant each catalogued learner bug in a copy and check the graded tests catch it")
+    m.add_argument("--lab", help="lab number (default: every lab with labs/batchN/mutants.py)")
+    m.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2; a catalogue may cap it)")
+    m.add_argument("--only", help="comma-separated entry names")
+    m.add_argument("--seed", type=int, help="session seed for every run (default: random, printed)")
+    m.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
+    m.add_argument("--list", action="store_true", help="list the catalogue without running it")
+    m.add_argument("--no-baseline", action="store_true", help="skip the check that the reference passes first")
     sub.add_parser("report", help="render benchmark results into reports/ (Markdown table, PNG plots)")
     sub.add_parser("gpu-check", help="GPU tests (skips fail) and GPU benchmarks; writes benchmarks/results/<gpu>.json")
     sub.add_parser("serve", help="lab 5: start the OpenAI-compatible server on the default model", add_help=False)
@@ -229,9 +347,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mlsys-labs: error: {exc}", file=sys.stderr)
             return 2
     args, extra = parser.parse_known_args(argv)
+    if args.command in ("list", "run", "grade", "report", "mutants"):
+        _use_this_checkout(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     from .grading.grader import GradeError
+    from .grading.mutants import CatalogueError, HarnessError
     from .grading.starter import StarterError
 
     try:
@@ -245,9 +366,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_grade(args)
         if args.command == "report":
             return cmd_report(args)
+        if args.command == "mutants":
+            return cmd_mutants(args)
         if args.command == "gpu-check":
             return cmd_gpu_check(args)
-    except (CLIError, GradeError, StarterError) as exc:
+    except (CLIError, GradeError, StarterError, CatalogueError, HarnessError) as exc:
         print(f"mlsys-labs: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

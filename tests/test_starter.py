@@ -32,15 +32,44 @@ def test_region_becomes_raise_with_lab_function_and_hint():
         ns["f"](2)
 
 
-def test_method_name_is_qualified_and_default_hint():
+def test_method_name_is_qualified_and_default_hint_points_only_to_what_exists():
     out = _stub('''
         class Tensor:
             def exp(self):
                 # BEGIN SOLUTION
                 return 1
                 # END SOLUTION
+
+            def log(self):
+                """Natural log."""
+                # BEGIN SOLUTION
+                return 0
+                # END SOLUTION
     ''')
-    assert "Lab 9 (toy) Tensor.exp: see the docstring" in out
+    assert "Lab 9 (toy) Tensor.exp: see this lab's README" in out     # no docstring to point to
+    assert "Lab 9 (toy) Tensor.log: see the docstring of Tensor.log" in out
+
+
+def test_step_tag_named_in_the_stub_and_solved_through_keeps_earlier_steps():
+    src = textwrap.dedent('''
+        def one():
+            # BEGIN SOLUTION [step 1] hint: return one
+            return 1
+            # END SOLUTION
+
+        def two():
+            # BEGIN SOLUTION [step 2] hint: return two
+            return 2
+            # END SOLUTION
+    ''')
+    out, n = stub_source(src, lab_label="Lab 9 (toy)")
+    assert n == 2 and "Lab 9 (toy) one [step 1]: return one" in out and "[step 2]: return two" in out
+    out, n = stub_source(src, lab_label="Lab 9 (toy)", solved_through=1)
+    ns: dict = {}
+    exec(out, ns)
+    assert n == 1 and ns["one"]() == 1
+    with pytest.raises(NotImplementedError, match=r"two \[step 2\]"):
+        ns["two"]()
 
 
 def test_several_regions_counted():

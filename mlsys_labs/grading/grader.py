@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -111,12 +112,46 @@ class GradeResult:
         return "\n".join(lines) + "\n"
 
 
-def _first_error_line(output: str) -> str:
+_FRAME = re.compile(r"^(?P<file>\S*mlsys_labs/(?P<rel>[\w/]+\.py)):(?P<line>\d+): (?:in (?P<func>\w+)|\w+)")
+_NOT_IMPLEMENTED = re.compile(r"NotImplementedError:?\s*['\"]?(?P<msg>[^'\"\n]*)")
+
+
+def failure_summary(output: str) -> str:
+    """One line a learner can act on: the first error, and the function that raised it.
+
+    A stub's ``NotImplementedError`` names its function itself; for any other error the
+    deepest frame in the lab's own code (not the grading infrastructure) is named."""
+    m = _NOT_IMPLEMENTED.search(output)
+    if m and m.group("msg").strip():
+        return f"NotImplementedError: {m.group('msg').strip()}"[:300]
+    first = None
     for line in output.splitlines():
-        s = line.strip()
-        if s.startswith("E ") or "Error" in s or s.startswith("skipped"):
-            return s.lstrip("E ").strip()[:200].replace("|", "\\|")
-    return (output.strip().splitlines() or ["(no output)"])[-1][:200].replace("|", "\\|")
+        st = line.strip()
+        if st.startswith("E ") or (first is None and st.startswith(("crashed", "timed out", "not run"))):
+            first = st[1:].strip() if st.startswith("E ") else st
+            break
+    if first is None:
+        first = next((l.strip() for l in output.splitlines() if "Error" in l), None) \
+            or (output.strip().splitlines() or ["(no output)"])[0].strip()
+    where = None
+    for line in output.splitlines():
+        f = _FRAME.match(line.strip())
+        if f and not f.group("rel").startswith(("grading/", "common/")):
+            where = f"{f.group('func') or '?'} ({'mlsys_labs/' + f.group('rel')}:{f.group('line')})"
+    return (first + (f" — raised in {where}" if where else ""))[:300]
+
+
+def _first_error_line(output: str) -> str:
+    return failure_summary(output).replace("|", "\\|")
+
+
+def _trim(output: str, limit: int = MAX_OUTPUT) -> str:
+    """The first line that matters, then the head of the output (where the first error is)."""
+    if not output:
+        return ""
+    body = output if len(output) <= limit else (
+        output[:limit] + f"\n… ({len(output) - limit} more characters trimmed)\n")
+    return failure_summary(output) + "\n\n" + body
 
 
 # ------------------------------------------------------------------ the submission tree
@@ -303,7 +338,8 @@ def grade(lab_number: int, submission: Path | str | None = None, *, timeout: flo
         name = nodeid[len(prefix):] if nodeid.startswith(prefix) else nodeid
         result.tests.append(TestResult(
             name=name, nodeid=nodeid, max_score=info["points"], score=info["points"] if passed else 0.0,
-            status="passed" if passed else "failed", output=(v.get("output") or "")[-MAX_OUTPUT:],
+            status="passed" if passed else "failed",
+            output=(v.get("output") or "") if passed else _trim(v.get("output") or "no output recorded"),
             hidden=info.get("hidden", False), duration=v.get("duration", 0.0)))
     return result
 

@@ -5,7 +5,11 @@ It carries the conventions of LABS.md:
 - markers ``points(n)``, ``hidden``, ``gpu``, ``mpi``, ``dist``, ``slow``;
 - ``gpu`` tests skip without CUDA, and ``--require-gpu`` turns that skip into a failure;
 - one random session seed (``--seed N`` or ``MLSYS_SEED`` to reproduce), with fixtures
-  ``seed`` and ``rng`` giving each test its own stream derived from it;
+  ``seed`` and ``rng`` giving each test its own stream derived from it; Hypothesis draws
+  from the same seed and keeps no example database, so ``--seed N`` replays every draw;
+  every failure names the seed and the command that reproduces it (also under ``-q``);
+- ``step(k)`` marks the README step a test belongs to; ``--step 3`` (or ``1-3``, ``2,4``)
+  runs only those steps' tests;
 - Triton's interpreter is switched on before any test module imports Triton;
 - ``--grade-log FILE`` appends one JSON line per collected set, test start and test end,
   which is how the grader follows a run and survives a crash or a hang in it;
@@ -36,6 +40,8 @@ def pytest_addoption(parser):
                     help="fail, instead of skip, every test marked gpu when no CUDA GPU is present")
     group.addoption("--seed", type=int, default=None,
                     help="session seed for the random inputs (default: random, printed in the header)")
+    group.addoption("--step", default=None, metavar="STEPS",
+                    help="run only the tests of these README steps: 3, 1-3 or 2,4")
     group.addoption("--grade-log", default=None, help="(grader) append JSON events to this file")
     group.addoption("--grade-skip", default=None, help="(grader) file of node ids to deselect")
 
@@ -49,6 +55,7 @@ def pytest_configure(config):
         "mpi: launches mpiexec",
         "dist: launches several processes",
         "slow: long, but still part of make test",
+        "step(k): the README step of its lab the test belongs to (select with --step)",
     ]:
         config.addinivalue_line("markers", line)
     device.configure_triton()
@@ -57,6 +64,56 @@ def pytest_configure(config):
         seed = int(os.environ["MLSYS_SEED"])
     _SESSION_SEED = seed if seed is not None else random.SystemRandom().randrange(2**31)
     os.environ.setdefault("MPLBACKEND", "Agg")
+    _seed_hypothesis(config, _SESSION_SEED)
+    parse_steps(config.getoption("--step"))  # a bad --step is a usage error before anything runs
+
+
+def _seed_hypothesis(config, seed: int) -> None:
+    """Hypothesis draws from the session seed (unless ``--hypothesis-seed`` is given) and
+    replays nothing from an example database: ``--seed N`` reproduces its examples too."""
+    try:
+        from hypothesis import core, settings
+    except ImportError:
+        return
+    settings.register_profile("mlsys-labs", parent=settings.get_profile(settings.get_current_profile_name()),
+                              database=None)
+    settings.load_profile("mlsys-labs")
+    if config.getoption("hypothesis_seed", None) is None:
+        core.global_force_seed = seed
+
+
+def parse_steps(spec: str | None) -> set[int] | None:
+    """``"3"`` -> {3}; ``"1-3"`` -> {1, 2, 3}; ``"2,4"`` -> {2, 4}; None -> None (all)."""
+    if spec is None:
+        return None
+    steps: set[int] = set()
+    try:
+        for part in str(spec).split(","):
+            if "-" in part:
+                a, b = (int(x) for x in part.split("-", 1))
+                if a > b:
+                    raise ValueError
+                steps.update(range(a, b + 1))
+            elif part.strip():
+                steps.add(int(part))
+    except ValueError:
+        raise pytest.UsageError(f"--step {spec}: give a step (3), a range (1-3) or a list (2,4)") from None
+    if not steps or min(steps) < 1:
+        raise pytest.UsageError(f"--step {spec}: steps are numbered from 1")
+    return steps
+
+
+def step_of(item) -> int | None:
+    marker = item.get_closest_marker("step")
+    if marker is None:
+        return None
+    if not marker.args or not isinstance(marker.args[0], int) or marker.args[0] < 1:
+        raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.step(k) with an integer k >= 1")
+    return marker.args[0]
+
+
+def reproduce_command(nodeid: str | None = None) -> str:
+    return f"pytest {nodeid + ' ' if nodeid else ''}--seed {_SESSION_SEED}"
 
 
 def pytest_report_header(config):
@@ -110,6 +167,12 @@ def pytest_collection_modifyitems(session, config, items):
         keep = [it for it in items if it.nodeid not in done]
         config.hook.pytest_deselected(items=[it for it in items if it.nodeid in done])
         items[:] = keep
+    steps = parse_steps(config.getoption("--step"))
+    if steps is not None:
+        drop = [it for it in items if step_of(it) not in steps]
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = [it for it in items if step_of(it) in steps]
     require = config.getoption("--require-gpu")
     if not device.has_cuda():
         for item in items:
@@ -123,6 +186,7 @@ def pytest_collection_modifyitems(session, config, items):
             SESSION_COLLECTED.setdefault(lab_of(it), set()).add(it.nodeid)
     _log(config, {"event": "collected", "items": [
         {"nodeid": it.nodeid, "points": points_of(it), "hidden": it.get_closest_marker("hidden") is not None,
+         "step": step_of(it),
          "gpu": it.get_closest_marker("gpu") is not None, "timeout": _timeout_of(it, config), "lab": lab_of(it)}
         for it in items]})
 
@@ -152,6 +216,20 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     report.mlsys_points = points_of(item)
     report.mlsys_lab = lab_of(item)
+    if report.failed:
+        note = (f"mlsys-labs: session seed {_SESSION_SEED} (this test's seed is derived from it); "
+                f"reproduce with: {reproduce_command(item.nodeid)}")
+        if hasattr(report.longrepr, "addsection"):
+            report.longrepr.addsection("seed", note)
+        else:
+            report.longrepr = f"{report.longrepr}\n{note}"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The seed once more under the summary, where ``-q`` still shows it."""
+    if terminalreporter.stats.get("failed") or terminalreporter.stats.get("error"):
+        terminalreporter.write_line(f"mlsys-labs: seed {_SESSION_SEED}; reproduce the failures with "
+                                    f"--seed {_SESSION_SEED} (e.g. {reproduce_command()})")
 
 
 def pytest_runtest_logreport(report):

@@ -50,11 +50,33 @@ def _enclosing_name(lines: list[str], index: int, indent: int) -> str:
     return ".".join(reversed(names))
 
 
-def _hint(rest: str) -> str:
+_STEP = re.compile(r"^\s*\[step\s+(?P<step>\d+)\]")
+
+
+def _step_and_hint(rest: str) -> tuple[int | None, str]:
+    """``"[step 2] hint: reuse ctx"`` -> (2, "reuse ctx")."""
     rest = rest.strip()
+    step = None
+    m = _STEP.match(rest)
+    if m:
+        step = int(m.group("step"))
+        rest = rest[m.end():].strip()
     if rest.lower().startswith("hint:"):
         rest = rest[5:].strip()
-    return rest
+    return step, rest
+
+
+def _has_docstring(tree: ast.AST | None, line: int) -> bool:
+    """Whether the innermost function (or class) holding 1-based ``line`` has a docstring."""
+    if tree is None:
+        return False
+    best = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and \
+                node.lineno <= line <= (node.end_lineno or node.lineno):
+            if best is None or node.lineno > best.lineno:
+                best = node
+    return best is not None and ast.get_docstring(best) is not None
 
 
 def _marker_lines(source: str) -> set[int]:
@@ -67,9 +89,19 @@ def _marker_lines(source: str) -> set[int]:
     return lines
 
 
-def stub_source(source: str, *, lab_label: str, filename: str = "<source>") -> tuple[str, int]:
-    """Replace every solution region in ``source``; return (new source, number of regions)."""
+def stub_source(source: str, *, lab_label: str, filename: str = "<source>", readme: str | None = None,
+                solved_through: int | None = None) -> tuple[str, int]:
+    """Replace every solution region in ``source``; return (new source, number of regions stubbed).
+
+    A region's ``[step K]`` tag goes into its message; with ``solved_through`` the regions
+    of steps ≤ K keep the reference's code (a copy "solved through step K", to check that
+    each README step's tests pass on their own).  A region without a hint points to the
+    function's docstring (when it has one) and the lab's README."""
     lines = source.splitlines(keepends=True)
+    try:
+        tree = ast.parse(source, filename=filename)
+    except SyntaxError:
+        tree = None
     markers = _marker_lines(source)
     begin = lambda k: BEGIN.match(lines[k]) if k in markers else None  # noqa: E731
     end = lambda k: END.match(lines[k]) if k in markers else None  # noqa: E731
@@ -95,8 +127,17 @@ def stub_source(source: str, *, lab_label: str, filename: str = "<source>") -> t
         where = _enclosing_name(lines, start, len(indent.expandtabs()))
         if not where:
             raise StarterError(f"{filename}:{start + 1}: a solution region must sit inside a function body")
-        hint = _hint(m.group("rest")) or "see the docstring above and this lab's README"
-        message = f"{lab_label} {where}: {hint}"
+        step, hint = _step_and_hint(m.group("rest"))
+        if solved_through is not None and step is not None and step <= solved_through:
+            out.extend(lines[start:j + 1])
+            i = j + 1
+            continue
+        if not hint:
+            where_to_read = readme or "this lab's README"
+            hint = (f"see the docstring of {where} and {where_to_read}" if _has_docstring(tree, start + 1)
+                    else f"see {where_to_read}")
+        label = f"{lab_label} {where}" + (f" [step {step}]" if step is not None else "")
+        message = f"{label}: {hint}"
         out.append(f"{indent}raise NotImplementedError({message!r})\n")
         count += 1
         i = j + 1
@@ -160,9 +201,21 @@ def _all_files(root: Path) -> list[Path]:
     return result
 
 
-def write_starter(root: Path, dest: Path) -> dict:
+def _instructor_only(rel: Path) -> bool:
+    """Files a learner's copy never carries: the mutation catalogues (they spell out the
+    reference's code) and this checkout's measured figures and reports (a copy shows
+    only what it measured itself)."""
+    if rel.parts[0] == "labs" and rel.name == "mutants.py":
+        return True
+    return rel.parts[:2] == ("benchmarks", "results")
+
+
+def write_starter(root: Path, dest: Path, *, solved_through: int | None = None) -> dict:
     """Write a learner's copy of the repository at ``root`` into ``dest`` (which must not
-    exist or be empty).  Returns counts: files, regions stubbed, hidden tests removed."""
+    exist or be empty).  Returns counts: files, regions stubbed, hidden tests removed.
+
+    ``solved_through=K`` keeps the reference's solution of every region tagged
+    ``[step k]`` with k ≤ K (for checking that each step's tests pass on their own)."""
     root, dest = Path(root).resolve(), Path(dest).resolve()
     if dest.exists() and any(dest.iterdir()):
         raise StarterError(f"{dest} exists and is not empty: choose a new folder")
@@ -171,7 +224,7 @@ def write_starter(root: Path, dest: Path) -> dict:
     stats = {"files": 0, "regions": 0, "hidden_tests_removed": 0, "hidden_modules_removed": 0}
     for src in _all_files(root):
         rel = src.relative_to(root)
-        if any(part in _SKIP_DIRS for part in rel.parts):
+        if any(part in _SKIP_DIRS for part in rel.parts) or _instructor_only(rel):
             continue
         target = dest / rel
         if rel.parts[0] == "mlsys_labs" and src.suffix == ".py":
@@ -179,7 +232,9 @@ def write_starter(root: Path, dest: Path) -> dict:
             package = rel.parts[1] if len(rel.parts) > 2 else None
             lab = lab_of_package(package) if package else None
             label = f"Lab {lab.number} ({package})" if lab else f"mlsys_labs.{'.'.join(rel.with_suffix('').parts[1:])}"
-            text, n = stub_source(text, lab_label=label, filename=str(rel))
+            readme = f"labs/batch{lab.batch}/README.md" if lab else None
+            text, n = stub_source(text, lab_label=label, filename=str(rel), readme=readme,
+                                  solved_through=solved_through)
             stats["regions"] += n
             _write(target, text)
         elif rel.parts[0] == "labs" and src.suffix == ".py" and src.name.startswith("test_"):
