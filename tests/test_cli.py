@@ -9,9 +9,10 @@ import sys
 import pytest
 
 
-def run_cli(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "mlsys_labs.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
+def run_cli(*args, cwd=None, env=None, installed=False):
+    """``installed``: as the console script runs — the current folder not on sys.path (``-P``)."""
+    return subprocess.run([sys.executable, *(["-P"] if installed else []), "-m", "mlsys_labs.cli", *args],
+                          capture_output=True, text=True, cwd=cwd, env={**os.environ, **(env or {})}, timeout=300)
 
 
 def test_list_shows_every_lab_with_readings():
@@ -60,3 +61,64 @@ def test_gpu_check_without_gpu_says_so():
         pytest.skip("this machine has a GPU; gpu-check would run for real")
     proc = run_cli("gpu-check")
     assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr
+
+
+STEP_TESTS = '''
+import pytest
+from mlsys_labs.nn import Counter, double
+
+
+@pytest.mark.step(1)
+@pytest.mark.points(3)
+def test_step1_double():
+    assert double(21) == 42
+
+
+@pytest.mark.step(2)
+@pytest.mark.points(2)
+def test_step2_counter():
+    assert Counter().add(2, 3) == 5
+'''
+
+
+def test_a_starter_copy_is_the_learners_own(toy_repo, tmp_path):
+    """From inside a starter copy, with the command installed from another checkout: the
+    copy's own package is graded, its scores recorded and listed there, nothing of the
+    other checkout's figures or scores shows, and --step runs one step's tests alone."""
+    (toy_repo / "labs" / "batch1" / "test_steps.py").write_text(STEP_TESTS)
+    (toy_repo / "benchmarks" / "results").mkdir(parents=True)
+    (toy_repo / "benchmarks" / "results" / "this-machine.json").write_text('{"machine": {}, "labs": {}}')
+    (toy_repo / "reports" / "grades").mkdir(parents=True)
+    (toy_repo / "reports" / "grades" / "lab1.json").write_text('{"score": 99, "max_score": 99}')
+    other = {"PYTHONPATH": str(toy_repo)}      # the command as installed from the other checkout
+    copy = tmp_path / "mine"
+    proc = run_cli("starter", str(copy), cwd=toy_repo, env=other)
+    assert proc.returncode == 0, proc.stderr
+    assert not (copy / "benchmarks" / "results").exists() and not (copy / "reports").exists()
+    # the learner writes step 1 only
+    init = copy / "mlsys_labs" / "nn" / "__init__.py"
+    lines = init.read_text().splitlines(keepends=True)
+    k = next(i for i, l in enumerate(lines) if "Lab 1 (nn) double" in l)
+    lines[k] = lines[k][: len(lines[k]) - len(lines[k].lstrip())] + "return 2 * x\n"
+    init.write_text("".join(lines))
+    proc = run_cli("run", "1", "--step", "1", cwd=copy, env=other, installed=True)
+    assert "warning: this command is installed from" in proc.stderr and str(copy) in proc.stderr
+    assert "Score: 3 / 3" in proc.stdout, proc.stdout + proc.stderr
+    proc = run_cli("run", "1", "--step", "2", cwd=copy, env=other, installed=True)
+    assert "Score: 0 / 2" in proc.stdout and "NotImplementedError: Lab 1 (nn) Counter.add" in proc.stdout, proc.stdout
+    listed = run_cli("list", cwd=copy, env=other, installed=True).stdout
+    row = next(l for l in listed.splitlines() if l.startswith("1 "))
+    assert "0/2" in row and "run" in row and "99" not in row, row
+    proc = run_cli("grade", "--lab", "1", "--out", str(tmp_path / "r.json"), cwd=copy, env=other, installed=True)
+    assert proc.returncode == 0, proc.stderr
+    import re
+
+    score, maximum = re.search(r"Lab 1: (\S+) / (\S+)", proc.stdout).groups()
+    row = next(l for l in run_cli("list", cwd=copy, env=other, installed=True).stdout.splitlines() if l.startswith("1 "))
+    assert "grade" in row and f"{score}/{maximum}" in row and score != "0", row
+    assert (toy_repo / "reports" / "grades" / "lab1.json").read_text() == '{"score": 99, "max_score": 99}'
+
+
+def test_bad_step_is_a_one_line_error():
+    proc = run_cli("run", "1", "--step", "two")
+    assert proc.returncode == 2 and "--step two" in proc.stderr and "Traceback" not in proc.stderr

@@ -122,3 +122,27 @@ def test_run_group_kills_descendants_on_timeout(tmp_path):
     ok = run_group([sys.executable, "-c", "print('hi')"], timeout=30)
     assert ok.returncode == 0 and ok.stdout.strip() == "hi" and not ok.timed_out
     assert 0 < free_port() < 65536
+
+
+def test_editing_a_numba_function_reaches_its_caller_compiled_in_another_file(toy_repo):
+    """numba's own cache checks only the caller's file: an edited callee in another file
+    would be served stale.  The cache folder is keyed by the sources, so it is not."""
+    pytest.importorskip("numba")
+    import os
+    import subprocess
+    import sys
+
+    nn = toy_repo / "mlsys_labs" / "nn"
+    (nn / "jit_a.py").write_text("from numba import njit\n\n\n@njit(cache=True)\ndef f(x):\n    return x + 1\n")
+    (nn / "jit_b.py").write_text("from numba import njit\n\nfrom .jit_a import f\n\n\n"
+                                 "@njit(cache=True)\ndef g(x):\n    return f(x) * 10\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CACHE_DIR", "_MLSYS_NUMBA_CACHE_DIR")}
+    env.update(PYTHONPATH=str(toy_repo), MLSYS_LABS_HOME=str(toy_repo))
+    run = lambda: subprocess.run([sys.executable, "-c", "from mlsys_labs.nn.jit_b import g; print(g(1))"],  # noqa: E731
+                                 cwd=toy_repo, env=env, capture_output=True, text=True, timeout=300)
+    first = run()
+    assert first.returncode == 0 and first.stdout.strip() == "20", first.stderr[-2000:]
+    assert any((toy_repo / ".mlsys" / "numba-cache").rglob("*.nbi")), "nothing was cached"
+    (nn / "jit_a.py").write_text((nn / "jit_a.py").read_text().replace("x + 1", "x + 2"))
+    second = run()
+    assert second.returncode == 0 and second.stdout.strip() == "30", (second.stdout, second.stderr[-2000:])

@@ -118,3 +118,32 @@ def test_broken_backward_loses_exactly_that_operations_points(tmp_path):
     assert failed == sigmoid, f"expected exactly the sigmoid tests to fail; failed: {sorted(failed)}"
     lost = result.max_score - result.score
     assert lost == sum(t.max_score for t in result.tests if t.name in sigmoid) > 0
+
+
+def _unique_docstring_line(path: Path) -> str:
+    """The module docstring's first line (text no test can observe), if it occurs once."""
+    text = path.read_text()
+    first = text.splitlines()[0]
+    assert first.startswith('"""') and text.count(first) == 1, f"{path} opens with no unique docstring line"
+    return first
+
+
+@pytest.mark.skipif(1 not in LABS, reason="lab 1 not present")
+def test_mutation_harness_reports_an_uncatchable_entry_as_survived():
+    """The harness can fail: an edit to a docstring of lab 1's code (which no test could
+    catch) is reported as survived, a real bug next to it as killed, on the real lab."""
+    from mlsys_labs.grading.mutants import Mutant, run_mutant
+
+    path = ROOT / "mlsys_labs" / "nn" / "ops" / "elementwise.py"
+    line = _unique_docstring_line(path)
+    suite = ("labs/batch1/test_ops.py",)
+    planted = Mutant("docstring-edit", "mlsys_labs/nn/ops/elementwise.py", line, line.replace('"""', '"""(edited) ', 1),
+                     "an edit no test can see")
+    outcome = run_mutant(ROOT, 1, planted, seed=11, suite=suite)
+    assert outcome.status == "survived", (outcome.by, outcome.detail)
+    source = (ROOT / "mlsys_labs" / "nn" / "ops" / "elementwise.py").read_text()
+    assert source.count("class Sigmoid(") == 1
+    real = Mutant("sigmoid-renamed-away", "mlsys_labs/nn/ops/elementwise.py", "class Sigmoid(",
+                  "class _Sigmoid(", "the sigmoid op is missing")
+    outcome = run_mutant(ROOT, 1, real, seed=11, suite=suite)
+    assert outcome.status == "killed" and outcome.public, outcome

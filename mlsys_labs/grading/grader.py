@@ -113,7 +113,7 @@ class GradeResult:
 
 
 _FRAME = re.compile(r"^(?P<file>\S*mlsys_labs/(?P<rel>[\w/]+\.py)):(?P<line>\d+): (?:in (?P<func>\w+)|\w+)")
-_NOT_IMPLEMENTED = re.compile(r"NotImplementedError:?\s*['\"]?(?P<msg>[^'\"\n]*)")
+_NOT_IMPLEMENTED = re.compile(r"NotImplementedError: (?P<msg>[^\n]+)")
 
 
 def failure_summary(output: str) -> str:

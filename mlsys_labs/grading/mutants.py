@@ -280,7 +280,7 @@ class Report:
 
 
 def run_catalogue(root: Path, lab: int, *, seed: int, jobs: int = 1, only: set[str] | None = None,
-                  progress=None, test_timeout: float = TEST_TIMEOUT_S) -> Report:
+                  progress=None, test_timeout: float = TEST_TIMEOUT_S, suite: tuple[str, ...] | None = None) -> Report:
     mutants, max_jobs = load_catalogue(root, lab)
     if only:
         unknown = only - {m.name for m in mutants}
@@ -291,7 +291,7 @@ def run_catalogue(root: Path, lab: int, *, seed: int, jobs: int = 1, only: set[s
     report = Report(lab=lab, seed=seed)
 
     def one(m: Mutant) -> Outcome:
-        o = run_mutant(root, lab, m, seed=seed, test_timeout=test_timeout)
+        o = run_mutant(root, lab, m, seed=seed, test_timeout=test_timeout, suite=suite)
         if progress is not None:
             progress(o)
         return o
