@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.mlsys-installed
 # every lab's dependencies; on a machine with an NVIDIA driver also the CUDA extras
 EXTRAS := all$(shell command -v nvidia-smi >/dev/null 2>&1 && echo ,gpu)
 
-.PHONY: install test lab-1 lab-2 lab-3 lab-4 lab-5 lab-6 lab-7 bench gpu-check report starter clean
+.PHONY: install test mutants lab-1 lab-2 lab-3 lab-4 lab-5 lab-6 lab-7 bench gpu-check report starter clean
 
 install: $(STAMP)
 
@@ -22,6 +22,10 @@ $(STAMP): pyproject.toml scripts/install-torch
 # The whole suite on the CPU: infrastructure tests and every lab's graded tests.
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Every lab's mutation catalogue: each realistic learner bug must be caught by the graded tests.
+mutants: $(STAMP)
+	$(CLI) mutants --jobs 2
 
 lab-1 lab-2 lab-3 lab-4 lab-5 lab-6 lab-7: $(STAMP)
 	$(CLI) run $(subst lab-,,$@)

@@ -1,4 +1,4 @@
-"""The seven labs, one per batch of the learning plan (``shared/LABS.md``'s roster).
+"""The seven labs, one per batch of the learning plan (the roster in the root README).
 
 Each entry says what the lab builds, which readings it maps to, what it is measured
 against and its targets; ``demo`` names the function ``mlsys-labs run N`` calls after

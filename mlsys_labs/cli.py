@@ -221,6 +221,7 @@ def cmd_mutants(args) -> int:
     only = set(filter(None, (args.only or "").split(","))) or None
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     failed = False
+    total_killed = total_missed = 0
     for n in labs:
         mutants, _ = load_catalogue(root, n)
         if args.list:
@@ -249,6 +250,10 @@ def cmd_mutants(args) -> int:
         for p in problems:
             print(f"  PROBLEM {p}")
         failed |= bool(problems)
+        total_killed += len(report.killed)
+        total_missed += len(report.outcomes) - len(report.killed)
+    if not args.list:
+        print(f"mutants: {total_killed} passed, {total_missed} failed")   # killed = the tests caught the bug
     return 1 if failed else 0
 
 

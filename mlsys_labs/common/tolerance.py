@@ -1,6 +1,6 @@
 """The tolerance policy: compare against a float64 reference computed at test time.
 
-Tolerances per dtype (relative and absolute), as stated in LABS.md:
+Tolerances per dtype (relative and absolute), the policy every lab follows (the root README's Conventions):
 
     float64 ~1e-12   float32 ~1e-5   tf32/float16 ~1e-3   bfloat16 ~1e-2   integers: exact
 

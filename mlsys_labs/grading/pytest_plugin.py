@@ -1,6 +1,6 @@
 """The pytest plugin every test run loads (``-p mlsys_labs.grading.pytest_plugin``).
 
-It carries the conventions of LABS.md:
+It carries the conventions of CONTRIBUTING.md:
 
 - markers ``points(n)``, ``hidden``, ``gpu``, ``mpi``, ``dist``, ``slow``;
 - ``gpu`` tests skip without CUDA, and ``--require-gpu`` turns that skip into a failure;
