@@ -126,3 +126,34 @@ def test_require_gpu_turns_gpu_skips_into_failures(toy_repo):
     strict = subprocess.run([sys.executable, "-m", "pytest", f"{test}::test_needs_gpu", "-q", "--require-gpu",
                              "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=toy_repo)
     assert strict.returncode == 1 and "1 error" in strict.stdout and "--require-gpu was given" in strict.stdout
+
+
+def test_garbage_in_the_event_log_does_not_stop_the_grade(toy_repo):
+    """A test (or submission) that writes malformed lines into the grader's event log: the
+    grade still completes and every other test keeps its verdict."""
+    (toy_repo / "labs" / "batch1" / "test_garbage.py").write_text(
+        "import pytest\n\n\n"
+        "def test_writes_garbage(request):\n"
+        "    path = request.config.getoption('--grade-log')\n"
+        "    if path:\n"
+        "        with open(path, 'a') as f:\n"
+        "            f.write('{not json\\n[1, 2]\\n\\x00\\xff garbage\\n{\"event\": \"end\"}\\n')\n"
+    )
+    r = grade(1, toy_repo, root=toy_repo, timeout=60)
+    tests = _by_name(r)
+    assert tests["test_writes_garbage"].status == "passed"
+    assert tests["test_double"].score == 3 and tests["test_always_fails"].status == "failed"
+
+
+def test_first_line_of_a_failure_names_the_stub_or_the_raising_function():
+    from mlsys_labs.grading.grader import failure_summary
+
+    stub = ("[call] def test_x():\n>       raise NotImplementedError('Lab 1 (nn) Sum.forward [step 3]: sum it')\n"
+            "E       NotImplementedError: Lab 1 (nn) Sum.forward [step 3]: sum it\n")
+    assert failure_summary(stub) == "NotImplementedError: Lab 1 (nn) Sum.forward [step 3]: sum it"
+    crash = ("    def test_y():\n>       f(x)\n\nlabs/batch1/test_ops.py:12: \n_ _ _\n"
+             "mlsys_labs/nn/ops/reduce.py:40: in forward\n    return a.sum(axis=9)\n"
+             "E   numpy.exceptions.AxisError: axis 9 is out of bounds\n"
+             "mlsys_labs/common/tolerance.py:10: in assert_close\n")
+    line = failure_summary(crash)
+    assert line.startswith("numpy.exceptions.AxisError: axis 9") and "forward (mlsys_labs/nn/ops/reduce.py:40)" in line

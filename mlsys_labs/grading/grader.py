@@ -198,13 +198,22 @@ def check_imports(lab: Lab, pythonpath: Path, submission: Path, timeout: float =
 
 # ---------------------------------------------------------------------------- running
 def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
+    """New complete lines of the event log; a malformed line is skipped, never fatal."""
     if not path.exists():
         return [], offset
-    with open(path) as f:
+    with open(path, "rb") as f:
         f.seek(offset)
         data = f.read()
-    complete = data[: data.rfind("\n") + 1]
-    events = [json.loads(line) for line in complete.splitlines() if line.strip()]
+    complete = data[: data.rfind(b"\n") + 1]
+    events = []
+    for line in complete.decode(errors="replace").splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and ev.get("event") in ("collected", "start", "end") and (
+                ev["event"] == "collected" or isinstance(ev.get("nodeid"), str)):
+            events.append(ev)
     return events, offset + len(complete)
 
 
@@ -355,9 +364,14 @@ def write_outputs(results: list[GradeResult], out: Path, summary: Path | None = 
                    "stdout_visibility": "visible", "output": "\n".join(p["output"] for p in parts),
                    "tests": [dict(t, name=f"lab{r.lab.number}/{t['name']}") for r, p in zip(results, parts)
                              for t in p["tests"]]}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=1))
+    _write_atomically(Path(out), json.dumps(payload, indent=1))
     if summary is not None:
-        summary.parent.mkdir(parents=True, exist_ok=True)
-        summary.write_text("# mlsys-labs grade\n\n" + "\n".join(r.markdown() for r in results))
+        _write_atomically(Path(summary), "# mlsys-labs grade\n\n" + "\n".join(r.markdown() for r in results))
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write beside the target, then rename: a grader stopped midway leaves the old file or none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
