@@ -348,6 +348,7 @@ class Planted:
     make: Callable            # rng -> (inputs, ours, reference, differentiable)
     scale: float = 10.0
     strict: bool = False      # overflow / invalid / divide-by-zero in numpy is an error
+    float32: bool = True      # also run in float32: every output and gradient stays float32
 
     def __str__(self):
         return self.name
@@ -420,6 +421,8 @@ PLANTED = [
                                                    np.array([[-1.5, 0.0, 2.0], [0.0, 0.25, -0.0]]))),
     Planted("sigmoid_huge", 2, lambda rng: _simple(F.sigmoid, torch.sigmoid,
                                                    np.array([-1000.0, -745.0, -40.0, 0.0, 40.0, 745.0, 1000.0])),
+            strict=True),
+    Planted("tanh_large", 2, lambda rng: _simple(F.tanh, torch.tanh, np.array([-800.0, -20.0, 0.0, 20.0, 800.0])),
             strict=True),
     Planted("div_broadcast", 2, lambda rng: _simple(lambda a, b: a / b, lambda a, b: a / b,
                                                     rng.standard_normal((3, 1, 4)), _away_from_zero(rng, (2, 4)))),
@@ -498,13 +501,15 @@ PLANTED = [
         lambda x, w, b: TF.batch_norm(x, torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64),
                                       torch.tensor([0.5, 2.0, 1.5], dtype=torch.float64), w, b,
                                       training=False, eps=1e-5),
-        rng.standard_normal((2, 3, 2, 4)), rng.standard_normal(3), rng.standard_normal(3)), scale=100.0),
+        rng.standard_normal((2, 3, 2, 4)), rng.standard_normal(3), rng.standard_normal(3)), scale=100.0,
+        float32=False),   # its given statistics are float64
     Planted("embedding_repeated_ids", 6, lambda rng: _simple(
         lambda w: F.embedding(w, np.array([[0, 2, 0], [2, 2, 1]])),
         lambda w: TF.embedding(torch.tensor([[0, 2, 0], [2, 2, 1]]), w), rng.standard_normal((4, 3)))),
     # step 8: attention (composed)
     Planted("attention_causal_batched", 8, _attention_case((2, 3), 5, 5, 3, 2, causal=True), scale=100.0),
     Planted("attention_cross_lengths", 8, _attention_case((2,), 3, 6, 4, 2, causal=False), scale=100.0),
+    Planted("attention_causal_fewer_queries", 8, _attention_case((2,), 3, 5, 4, 3, causal=True), scale=100.0),
     Planted("attention_causal_and_mask", 8, _attention_case((2,), 4, 4, 3, 5, causal=True, with_mask=True),
             scale=100.0),
 ]
@@ -514,11 +519,24 @@ PLANTED = [
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=pytest.mark.step(c.step)) for c in PLANTED])
 def test_planted_case_matches_torch(case, rng):
     inputs, ours, reference, differentiable = case.make(rng)
-    if case.strict:
-        with np.errstate(over="raise", invalid="raise", divide="raise"):
-            _check_against_torch(case.name, inputs, ours, reference, differentiable, rng, case.scale)
-    else:
+    with np.errstate(**({"over": "raise", "invalid": "raise", "divide": "raise"} if case.strict else {})):
         _check_against_torch(case.name, inputs, ours, reference, differentiable, rng, case.scale)
+        if case.float32:
+            _check_float32(case.name, inputs, ours, differentiable, rng)
+
+
+def _check_float32(name, inputs, ours, differentiable, rng):
+    """float32 in, float32 out — the output and every gradient (no silent upcast to
+    float64 in a float32 network), and finite."""
+    tensors = [Tensor(np.asarray(a, dtype=np.float32), requires_grad=d) for a, d in zip(inputs, differentiable)]
+    out = ours(*tensors)
+    assert out.dtype == np.float32, f"{name}: float32 in, {out.dtype} out"
+    out.backward(rng.standard_normal(out.shape).astype(np.float32))
+    for i, t in enumerate(tensors):
+        if differentiable[i]:
+            assert t.grad is not None and t.grad.dtype == np.float32, \
+                f"{name}: float32 input {i} got a {getattr(t.grad, 'dtype', None)} gradient"
+            assert np.all(np.isfinite(t.grad)), f"{name}: float32 gradient of input {i} is not finite"
 
 
 def _numerical_gradient(f, inputs, i, grad_out, h=1e-6):
@@ -576,3 +594,8 @@ def test_dropout_masks_scales_and_backpropagates(rng, p):
     assert_close(xt.grad, reference.grad, dtype="float64", what="dropout gradient")
     again = F.dropout(Tensor(x), p, np.random.default_rng(0), training=False)
     assert_close(again.data, x, dtype="float64", what="dropout in evaluation (identity)")
+    x32 = Tensor(x.astype(np.float32), requires_grad=True)
+    out32 = F.dropout(x32, p, np.random.default_rng(1))
+    out32.backward(g.astype(np.float32))
+    assert out32.dtype == np.float32 and x32.grad.dtype == np.float32, \
+        f"float32 in: {out32.dtype} out, {x32.grad.dtype} gradient (a float64 mask upcasts the network)"

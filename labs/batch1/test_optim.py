@@ -129,6 +129,22 @@ def test_initializer_statistics_match_torch(name, rng):
 
 @pytest.mark.points(0.5)
 @pytest.mark.step(7)
+@pytest.mark.parametrize("name", ["xavier_normal", "xavier_uniform"])
+def test_xavier_with_gain(name, rng):
+    """std = gain·√(2/(fan_in + fan_out)) (uniform: bound √3·std) for a gain other than 1."""
+    shape = (int(rng.integers(100, 150)), int(rng.integers(100, 150)))   # ≥ 10k samples
+    gain = float(rng.uniform(2.0, 3.0))
+    ours = getattr(init, name)(shape, rng, gain=gain)
+    std = gain * math.sqrt(2.0 / (shape[0] + shape[1]))
+    assert abs(ours.mean()) < 6 * std / math.sqrt(ours.size), f"{name}: mean {ours.mean()} is not ~0"
+    assert abs(ours.std() / std - 1) < 0.05, f"{name}: std {ours.std():.5f}, expected {std:.5f}"
+    if name == "xavier_uniform":
+        bound = math.sqrt(3.0) * std
+        assert 0.98 * bound < np.abs(ours).max() <= bound * (1 + 1e-12), f"{name}: range vs bound {bound:.5f}"
+
+
+@pytest.mark.points(0.5)
+@pytest.mark.step(7)
 @pytest.mark.parametrize("name", ["kaiming_normal", "kaiming_uniform"])
 def test_kaiming_with_explicit_fan_in_and_gain(name, rng):
     """Linear keeps W as (in, out) and passes fan_in=in explicitly: the explicit fan_in

@@ -78,7 +78,9 @@ class Conv2d(Function):
 
 class MaxPool2d(Function):
     """Maximum over kernel×kernel windows of x (N, C, H, W), step ``stride``
-    (default: the kernel size).  The gradient goes to each window's arg-max."""
+    (default: the kernel size; windows that do not fit are dropped, as PyTorch's floor
+    mode).  The gradient goes to each window's arg-max — on ties the first maximum in the
+    window, row by row, as PyTorch — and adds up where windows overlap."""
 
     @staticmethod
     def forward(ctx, x, kernel: int = 2, stride: int | None = None):

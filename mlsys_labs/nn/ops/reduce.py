@@ -62,7 +62,7 @@ class Max(Function):
         axes = normalize_axes(axis, a.ndim)
         out = np.max(a, axis=axes, keepdims=True)
         is_max = a == out
-        ctx.save_for_backward(is_max / is_max.sum(axis=axes, keepdims=True))
+        ctx.save_for_backward((is_max / is_max.sum(axis=axes, keepdims=True)).astype(a.dtype))
         ctx.shape, ctx.axes = a.shape, axes
         return out if keepdims else np.squeeze(out, axis=axes)
         # END SOLUTION
