@@ -1,5 +1,5 @@
-"""The block manager alone: reference counts, prefix caching (chained hashes, tokens kept,
-LRU of freed cached blocks) and copy-on-write forks."""
+"""Step 3, the block manager alone: reference counts, prefix caching (chained hashes, tokens
+kept, LRU of freed cached blocks) and copy-on-write forks.  Nothing here runs a model."""
 from __future__ import annotations
 
 import pytest
@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from mlsys_labs.serving.block_manager import BlockManager
 from mlsys_labs.serving.sequence import SamplingParams, Sequence
+
+pytestmark = pytest.mark.step(3)
 
 
 def seq_of(tokens, i=0):

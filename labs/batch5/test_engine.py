@@ -1,5 +1,6 @@
-"""The engine end to end (no HTTP): sampling, stopping rules, n > 1 with copy-on-write,
-StreamingLLM sinks, per-request failures, aborts in every state."""
+"""Step 5, the sampler alone; step 6, the UTF-8-safe decoder alone, then the engine end to end
+(no HTTP): stopping rules, n > 1 with copy-on-write, StreamingLLM sinks, per-request
+failures, aborts in every state."""
 from __future__ import annotations
 
 import numpy as np
@@ -15,6 +16,7 @@ def prompt_of(rng, lo=5, hi=40):
     return [256] + rng.integers(0, 256, int(rng.integers(lo, hi))).tolist()
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(2)
 def test_sampling_distribution_with_temperature_top_k_top_p(rng, seed):
     """Empirical frequencies of 4000 draws against the filtered softmax computed in numpy."""
@@ -46,12 +48,15 @@ def test_sampling_distribution_with_temperature_top_k_top_p(rng, seed):
     assert int(torch.isfinite(f).sum()) == 1
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(2)
 @pytest.mark.hidden
 def test_seeded_requests_reproduce_whatever_shares_the_batch(make_engine, rng):
     p = prompt_of(rng)
     sp = SamplingParams(temperature=1.0, top_p=0.9, seed=int(rng.integers(1 << 30)), max_tokens=16, ignore_eos=True)
-    alone = make_engine(num_blocks=64).generate([p], sp)[0][0].token_ids
+    alone = make_engine(num_blocks=64).generate([p], sp)[0][0]
+    assert alone.finish_reason == "length" and len(alone.token_ids) == 16, f"the request ended {alone.finish_reason!r}"
+    alone = alone.token_ids
     others = [prompt_of(rng) for _ in range(3)]
     mixed = make_engine(num_blocks=64).generate(
         others[:2] + [p] + others[2:], [SamplingParams(temperature=1.0, max_tokens=20, ignore_eos=True)] * 2 + [sp]
@@ -59,6 +64,7 @@ def test_seeded_requests_reproduce_whatever_shares_the_batch(make_engine, rng):
     assert mixed[2][0].token_ids == alone
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(2)
 def test_stop_strings_stop_tokens_and_max_tokens(make_engine, rng):
     e = make_engine(num_blocks=64)
@@ -77,6 +83,7 @@ def test_stop_strings_stop_tokens_and_max_tokens(make_engine, rng):
     e.block_manager.assert_all_free()
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(1)
 def test_incremental_decoder_never_splits_a_utf8_character(rng):
     text = "héllo wörld → ✓ 😀 " * 3
@@ -86,6 +93,7 @@ def test_incremental_decoder_never_splits_a_utf8_character(rng):
     assert all("\ufffd" not in piece for piece in pieces)
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(3)
 def test_n_choices_share_the_prompt_blocks_copy_on_write(make_engine, rng):
     """n = 3 with a seed: each choice equals a separate request seeded seed + index, although
@@ -138,6 +146,7 @@ def reference_forward(model, ids, visible):
     return norm(x, sd["model.norm.weight"]) @ sd["lm_head.weight"].T
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(3)
 def test_streaming_llm_sinks_bound_the_cache_and_attend_sinks_plus_window(make_engine, model, hf_model, rng):
     """Generation far beyond the pool: each sequence keeps 1 sink block + the 3 latest blocks,
@@ -170,6 +179,7 @@ def test_streaming_llm_sinks_bound_the_cache_and_attend_sinks_plus_window(make_e
         assert float(row[t]) >= float(row.max()) - 1e-3, f"token {i} is not the reference's argmax"
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(2)
 def test_an_exception_in_one_request_fails_only_that_request(make_engine, rng):
     e = make_engine(num_blocks=64)
@@ -189,6 +199,7 @@ def test_an_exception_in_one_request_fails_only_that_request(make_engine, rng):
     e.block_manager.assert_all_free()
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(3)
 def test_abort_storm_in_every_state_leaves_no_block_allocated(make_engine, rng):
     """Requests aborted while waiting, running, mid-prefill and after preemption: afterwards
@@ -212,4 +223,7 @@ def test_abort_storm_in_every_state_leaves_no_block_allocated(make_engine, rng):
     e.block_manager.assert_all_free()
     p = prompt_of(rng)
     ref = make_engine(num_blocks=64).generate([p], SamplingParams(temperature=0, max_tokens=8))
-    assert e.generate([p], SamplingParams(temperature=0, max_tokens=8))[0][0].token_ids == ref[0][0].token_ids
+    got = e.generate([p], SamplingParams(temperature=0, max_tokens=8))
+    assert ref[0][0].finish_reason != "error" and got[0][0].finish_reason != "error", \
+        "the request failed inside the engine (its traceback is in the output)"
+    assert got[0][0].token_ids == ref[0][0].token_ids

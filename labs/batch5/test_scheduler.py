@@ -1,6 +1,7 @@
 """The scheduler: continuous batching under a token budget, chunked prefill, preemption by
 recomputation, FCFS admission, rejection of requests that can never fit — first on random
-workloads without a model (hypothesis), then on the real engine against a reference run."""
+workloads without a model (hypothesis; step 4), then on the real engine against a reference
+run (step 6: the engine needs step 5's sampler and step 6's stopping rules)."""
 from __future__ import annotations
 
 import random
@@ -69,6 +70,7 @@ workloads = st.lists(st.tuples(st.lists(st.integers(0, 3), min_size=1, max_size=
                                st.integers(1, 24), st.integers(0, 6)), min_size=1, max_size=10)
 
 
+@pytest.mark.step(4)
 @pytest.mark.points(4)
 @settings(max_examples=30, deadline=None)
 @given(reqs=workloads, num_blocks=st.integers(5, 24), budget=st.integers(1, 48),
@@ -89,6 +91,7 @@ def test_scheduler_invariants_on_random_workloads(reqs, num_blocks, budget, max_
     assert [first[s.seq_id] for s in by_arrival] == sorted(first[s.seq_id] for s in by_arrival)
 
 
+@pytest.mark.step(4)
 @pytest.mark.points(2)
 def test_requests_that_can_never_fit_are_rejected_up_front():
     cfg = EngineConfig(block_size=4, num_blocks=8)
@@ -109,6 +112,15 @@ def greedy(n):
     return SamplingParams(temperature=0, max_tokens=n, ignore_eos=True)
 
 
+def tokens_of(outs, n):
+    """Each request's greedy tokens, checked to be a full run of ``n`` (a request that failed
+    inside the engine ends with no tokens: two failed runs must not compare equal)."""
+    for c in outs:
+        assert c[0].finish_reason == "length" and len(c[0].token_ids) == n, \
+            f"request {c[0].request_id} ended {c[0].finish_reason!r} after {len(c[0].token_ids)} of {n} tokens (see its traceback in the output)"
+    return [c[0].token_ids for c in outs]
+
+
 @pytest.fixture(scope="module")
 def reference_outputs(model):
     """Greedy outputs with a roomy cache, no chunking, no prefix cache: the reference."""
@@ -116,11 +128,12 @@ def reference_outputs(model):
 
     def ref(prompts, n):
         e = LLMEngine(model, EngineConfig(num_blocks=256, enable_prefix_caching=False))
-        return [c[0].token_ids for c in e.generate(prompts, greedy(n))]
+        return tokens_of(e.generate(prompts, greedy(n)), n)
 
     return ref
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(3)
 def test_preemption_just_past_a_block_boundary_recomputes_exactly(make_engine, reference_outputs, rng):
     """Prompts of 15 tokens (+BOS = 16): the first decode crosses a block boundary and needs
@@ -128,12 +141,13 @@ def test_preemption_just_past_a_block_boundary_recomputes_exactly(make_engine, r
     prompts = [rng.integers(0, 256, 16).tolist() for _ in range(4)]
     ref = reference_outputs(prompts, 20)
     e = make_engine(num_blocks=7, block_size=16, enable_prefix_caching=False)
-    got = [c[0].token_ids for c in e.generate(prompts, greedy(20))]
+    got = tokens_of(e.generate(prompts, greedy(20)), 20)
     assert e.scheduler.num_preemptions > 0, "the workload was meant to preempt"
     assert got == ref
     e.block_manager.assert_all_free()
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(3)
 def test_preempted_request_readmitted_with_a_prefix_hit(make_engine, reference_outputs, rng):
     shared = rng.integers(0, 256, 40).tolist()
@@ -149,30 +163,32 @@ def test_preempted_request_readmitted_with_a_prefix_hit(make_engine, reference_o
             seqs.append(n)
         return n
     e.block_manager.allocate = spy
-    got = [c[0].token_ids for c in e.generate(prompts, greedy(24))]
+    got = tokens_of(e.generate(prompts, greedy(24)), 24)
     assert e.scheduler.num_preemptions > 0
     assert any(n > 0 for n in seqs), "a preempted request should come back with a prefix-cache hit"
     assert got == ref
     e.block_manager.assert_all_free()
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(2)
 def test_chunked_prefill_gives_the_same_tokens(make_engine, reference_outputs, rng):
     prompts = [rng.integers(0, 256, int(rng.integers(20, 60))).tolist() for _ in range(3)]
     ref = reference_outputs(prompts, 12)
     e = make_engine(num_blocks=64, max_num_batched_tokens=int(rng.integers(5, 17)))
-    assert [c[0].token_ids for c in e.generate(prompts, greedy(12))] == ref
+    assert tokens_of(e.generate(prompts, greedy(12)), 12) == ref
     e.block_manager.assert_all_free()
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(2)
 def test_identical_prompts_at_once_and_full_prefix_hit_on_block_boundary(make_engine, reference_outputs, rng):
     prompt = rng.integers(0, 256, 31).tolist()          # + BOS = 32 tokens: ends on a block boundary
     ref = reference_outputs([prompt], 10)[0]
     e = make_engine(num_blocks=32, block_size=16)
     outs = e.generate([prompt, prompt], greedy(10))      # two identical prompts in the same step
-    assert [c[0].token_ids for c in outs] == [ref, ref]
+    assert tokens_of(outs, 10) == [ref, ref]
     again = e.generate([prompt], greedy(10))             # now a full hit: 32 cached tokens
-    assert again[0][0].token_ids == ref
+    assert tokens_of(again, 10) == [ref]
     assert e.block_manager.stats.prefix_hits > 0
     e.block_manager.assert_all_free()

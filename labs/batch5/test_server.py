@@ -1,6 +1,7 @@
 """The OpenAI-compatible HTTP server, tested against a real uvicorn server on a free
 localhost port: completions, chat, streaming, models, health, metrics, every bad input,
-unknown models, client disconnects and a cancellation storm."""
+unknown models, client disconnects and a cancellation storm.  Step 6: the server is given and
+runs on your engine once the engine runs (steps 1–6)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,6 +14,8 @@ import pytest
 from mlsys_labs.serving.config import EngineConfig
 from mlsys_labs.serving.engine import LLMEngine
 from mlsys_labs.serving.sequence import SamplingParams
+
+pytestmark = pytest.mark.step(6)
 
 MAX_LEN = 512
 
@@ -277,6 +280,8 @@ def test_cancellation_storm_leaves_no_block_allocated(server, seed):
             n = 0
             async for line in r.aiter_lines():
                 if line.startswith("data: "):
+                    if '"error"' in line:
+                        return "error: " + line
                     n += 1
                     if quit_after is not None and n > quit_after:
                         return "cancelled"
@@ -289,6 +294,8 @@ def test_cancellation_storm_leaves_no_block_allocated(server, seed):
             return await asyncio.gather(*(one(c, i) for i in range(24)))
 
     results = asyncio.run(storm())
+    errors = [r for r in results if r.startswith("error")]
+    assert not errors, f"{len(errors)} streams ended in an error, the first: {errors[0] if errors else ''}"
     assert results.count("done") >= 12
     wait_until_idle(server, timeout=60)
     assert server.engine.scheduler.num_preemptions >= preempted_before

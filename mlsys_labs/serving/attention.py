@@ -50,7 +50,7 @@ class AttentionMetadata:
 
 def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapping: torch.Tensor) -> None:
     """Store the new tokens' keys and values (``[T, Hkv, d]``) at their slots."""
-    # BEGIN SOLUTION hint: index the slot axis of kv_cache[0] and kv_cache[1] with slot_mapping
+    # BEGIN SOLUTION [step 2] hint: index the slot axis of kv_cache[0] and kv_cache[1] with slot_mapping
     kv_cache[0].index_copy_(0, slot_mapping, k)
     kv_cache[1].index_copy_(0, slot_mapping, v)
     # END SOLUTION
@@ -59,7 +59,7 @@ def write_kv(kv_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slot_mapp
 def gather_plan(query_start: torch.Tensor, context_lens: torch.Tensor, max_query_len: int, max_ctx: int):
     """Per step (shared by every layer): each new token's sequence and row in the padded
     query batch, and the boolean mask ``[B, max_q, max_ctx]`` of keys it may see."""
-    # BEGIN SOLUTION hint: q_lens from query_start; new token j of a sequence sits at context index ctx_len - q_len + j; mask keys after it and padding
+    # BEGIN SOLUTION [step 2] hint: q_lens from query_start; new token j of a sequence sits at context index ctx_len - q_len + j; mask keys after it and padding
     B = context_lens.shape[0]
     dev = context_lens.device
     q_lens = query_start[1:] - query_start[:-1]
@@ -87,7 +87,7 @@ def paged_attention(q: torch.Tensor, kv_cache: torch.Tensor, meta: AttentionMeta
         for token_index, part in meta.groups:
             out[token_index] = paged_attention(q[token_index], kv_cache, part, scale)
         return out
-    # BEGIN SOLUTION hint: scatter q into [B, max_q, H, d] by (seq_of_token, row_of_token), gather K/V by key_slots, group the G = H/Hkv query heads of each KV head, SDPA, gather the rows back
+    # BEGIN SOLUTION [step 2] hint: scatter q into [B, max_q, H, d] by (seq_of_token, row_of_token), gather K/V by key_slots, group the G = H/Hkv query heads of each KV head, SDPA, gather the rows back
     T, H, d = q.shape
     B = meta.num_seqs
     max_q = meta.max_query_len

@@ -81,7 +81,7 @@ class BlockManager:
     # ---------------------------------------------------------------- the pool
     def _take_free_block(self) -> Block:
         """Pop the least recently freed block; a cached one forgets its hash (eviction)."""
-        # BEGIN SOLUTION hint: popitem(last=False) from self.free; drop the block's hash from self.cached if it maps to it
+        # BEGIN SOLUTION [step 3] hint: popitem(last=False) from self.free; drop the block's hash from self.cached if it maps to it
         block_id, _ = self.free.popitem(last=False)
         block = self.blocks[block_id]
         if block.hash is not None:
@@ -96,7 +96,7 @@ class BlockManager:
 
     def _release(self, block_id: int) -> None:
         """Drop one reference; at zero the block joins the free queue's most-recent end."""
-        # BEGIN SOLUTION hint: decrement ref_count; at zero, append to self.free (a cached block keeps its hash)
+        # BEGIN SOLUTION [step 3] hint: decrement ref_count; at zero, append to self.free (a cached block keeps its hash)
         block = self.blocks[block_id]
         assert block.ref_count > 0, f"double free of block {block_id}"
         block.ref_count -= 1
@@ -119,7 +119,7 @@ class BlockManager:
     def lookup_prefix(self, seq: Sequence) -> list[int]:
         """Block ids caching the longest prefix of ``seq``'s full blocks, leaving at least one
         token to compute (a 100% hit would leave nothing to produce the next token's logits)."""
-        # BEGIN SOLUTION hint: hash full blocks covering at most len(seq)-1 tokens; stop at the first miss or token mismatch
+        # BEGIN SOLUTION [step 3] hint: hash full blocks covering at most len(seq)-1 tokens; stop at the first miss or token mismatch
         if not self.enable_prefix_caching:
             return []
         hits = []
@@ -144,7 +144,7 @@ class BlockManager:
     def allocate(self, seq: Sequence) -> int:
         """Admit ``seq``: take its prefix-cache hits (shared, ref+1) and set ``num_computed_tokens``
         to the tokens they hold.  Returns that number.  New blocks come from :meth:`allocate_slots`."""
-        # BEGIN SOLUTION hint: for each hit: remove from self.free if ref_count is 0, ref_count += 1, append to the block table
+        # BEGIN SOLUTION [step 3] hint: for each hit: remove from self.free if ref_count is 0, ref_count += 1, append to the block table
         assert not seq.block_table, f"{seq} already holds blocks"
         hits = self.lookup_prefix(seq)
         if self.enable_prefix_caching:
@@ -175,7 +175,7 @@ class BlockManager:
     def allocate_slots(self, seq: Sequence, num_new_tokens: int) -> list[tuple[int, int]]:
         """Make room for ``num_new_tokens`` more tokens.  Returns copy-on-write pairs (src, dst)
         of physical blocks whose contents the model runner must copy before the step."""
-        # BEGIN SOLUTION hint: copy the shared partial block first (ref_count > 1), then append fresh blocks
+        # BEGIN SOLUTION [step 3] hint: copy the shared partial block first (ref_count > 1), then append fresh blocks
         copies = []
         first_slot = seq.context_len
         bs = self.block_size
@@ -195,7 +195,7 @@ class BlockManager:
 
     def commit(self, seq: Sequence) -> None:
         """After a step: give every newly *full and computed* block its prefix hash."""
-        # BEGIN SOLUTION hint: walk the full computed blocks in order, chaining hashes; register new ones in self.cached
+        # BEGIN SOLUTION [step 3] hint: walk the full computed blocks in order, chaining hashes; register new ones in self.cached
         if not self.enable_prefix_caching or seq.num_dropped_tokens:
             return
         bs = self.block_size
@@ -219,7 +219,7 @@ class BlockManager:
 
     def fork(self, parent: Sequence, child: Sequence) -> None:
         """``child`` shares every block of ``parent`` (reference counts + 1)."""
-        # BEGIN SOLUTION hint: copy the block table and bump each block's ref_count
+        # BEGIN SOLUTION [step 3] hint: copy the block table and bump each block's ref_count
         child.block_table = list(parent.block_table)
         for block_id in child.block_table:
             self.blocks[block_id].ref_count += 1

@@ -203,7 +203,7 @@ class LLMEngine:
     def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
         """Append a sampled token, apply the stop rules, emit the new text (holding back a
         possible stop-string prefix), and free the sequence if it finished."""
-        # BEGIN SOLUTION hint: EOS / stop tokens → 'stop'; a stop string in the text → cut the text there, 'stop'; max_tokens or the context end → 'length'
+        # BEGIN SOLUTION [step 6] hint: EOS / stop tokens → 'stop'; a stop string in the text → cut the text there, 'stop'; max_tokens or the context end → 'length'
         p = seq.params
         seq.token_ids.append(token)
         self.metrics.generation_tokens += 1

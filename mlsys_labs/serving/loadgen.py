@@ -1,5 +1,5 @@
-"""``mlsys-labs bench-serve``: an online load generator for the HTTP server (vLLM's
-``benchmark_serving`` methodology, ANCHORS.md "Serving").
+"""``mlsys-labs bench-serve``: an online load generator for the HTTP server, after the
+methodology of vLLM's ``benchmarks/benchmark_serving.py`` (Poisson arrivals; TTFT, TPOT, ITL, E2E).
 
 Requests with seeded random prompts arrive as a Poisson process at each rate (exponential
 gaps, mean 1/rate; ``inf`` sends them all at once); every request streams, and per request

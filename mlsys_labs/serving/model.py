@@ -32,7 +32,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x / sqrt(mean(x²) + eps) · weight, computed in fp32."""
-        # BEGIN SOLUTION hint: upcast to fp32, multiply by rsqrt(mean(x^2) + eps), cast back, scale by weight
+        # BEGIN SOLUTION [step 1] hint: upcast to fp32, multiply by rsqrt(mean(x^2) + eps), cast back, scale by weight
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -42,7 +42,7 @@ class RMSNorm(nn.Module):
 
 def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin ``[T, head_dim]`` for rotate-half RoPE: angle_i = pos · theta^(−2i/d), duplicated."""
-    # BEGIN SOLUTION hint: inv_freq = 1/theta**(arange(0,d,2)/d); angles = pos ⊗ inv_freq (fp32); cat(angles, angles)
+    # BEGIN SOLUTION [step 1] hint: inv_freq = 1/theta**(arange(0,d,2)/d); angles = pos ⊗ inv_freq (fp32); cat(angles, angles)
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=positions.device)
                                 .float() / head_dim))
     freqs = positions.float()[:, None] * inv_freq[None, :]
@@ -53,7 +53,7 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype) ->
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x [T, heads, d]``: x·cos + rotate_half(x)·sin, rotate_half(a, b) = (−b, a)."""
-    # BEGIN SOLUTION hint: split the last dim in halves (a, b); rotate_half = cat(-b, a); broadcast cos/sin over heads
+    # BEGIN SOLUTION [step 1] hint: split the last dim in halves (a, b); rotate_half = cat(-b, a); broadcast cos/sin over heads
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos[:, None, :] + rotated * sin[:, None, :]
@@ -120,7 +120,7 @@ class LlamaMLP(nn.Module):
 
     def forward(self, x):
         """SwiGLU: down(silu(gate(x)) · up(x))."""
-        # BEGIN SOLUTION hint: gate and up projections (self.gate_up(x) fuses them), F.silu, the down projection
+        # BEGIN SOLUTION [step 1] hint: gate and up projections (self.gate_up(x) fuses them), F.silu, the down projection
         gate, up = self.gate_up(x)
         return self.down_proj(F.silu(gate) * up)
         # END SOLUTION

@@ -31,7 +31,7 @@ class ModelRunner:
 
     def prepare(self, seqs: list[Sequence], num_new: list[int]):
         """Flat input ids, positions and the :class:`AttentionMetadata` for one step."""
-        # BEGIN SOLUTION hint: per sequence, new tokens are token_ids[computed: computed+n] at positions computed..; context index = position - num_dropped_tokens; slot = table[c // bs]·bs + c % bs
+        # BEGIN SOLUTION [step 2] hint: per sequence, new tokens are token_ids[computed: computed+n] at positions computed..; context index = position - num_dropped_tokens; slot = table[c // bs]·bs + c % bs
         bs = self.block_size
         dev = self.device
         ids, pos, q_lens, ctx_lens, ctx_start = [], [], [], [], []

@@ -16,7 +16,7 @@ from torch import nn
 
 def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(Q int8 [out, in], scale fp32 [out])`` with ``W ≈ Q · scale[:, None]``."""
-    # BEGIN SOLUTION hint: absmax per row / 127 (guard zero rows), round, clamp to [-127, 127]
+    # BEGIN SOLUTION [step 8] hint: absmax per row / 127 (guard zero rows), round, clamp to [-127, 127]
     scale = w.detach().float().abs().amax(dim=1) / 127.0
     scale = torch.where(scale == 0, torch.ones_like(scale), scale)
     q = torch.round(w.detach().float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
@@ -35,7 +35,7 @@ class Int8Linear(nn.Module):
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # BEGIN SOLUTION hint: (x @ Q^T) * scale
+        # BEGIN SOLUTION [step 8] hint: (x @ Q^T) * scale
         return torch.nn.functional.linear(x, self.qweight.to(x.dtype)) * self.scale
         # END SOLUTION
 

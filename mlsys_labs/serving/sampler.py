@@ -15,7 +15,7 @@ from .sequence import SamplingParams
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     """Set to −inf every logit outside the top-k and outside the top-p nucleus (1-D row)."""
-    # BEGIN SOLUTION hint: sort descending; drop ranks >= k; drop tokens whose preceding cumulative probability already reaches p
+    # BEGIN SOLUTION [step 5] hint: sort descending; drop ranks >= k; drop tokens whose preceding cumulative probability already reaches p
     logits = logits.clone()
     V = logits.shape[-1]
     if 0 < top_k < V:
@@ -34,7 +34,7 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
 
 def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None = None) -> int:
     """One token from one row of logits."""
-    # BEGIN SOLUTION hint: greedy is argmax; otherwise divide by temperature, filter, softmax, multinomial with the generator
+    # BEGIN SOLUTION [step 5] hint: greedy is argmax; otherwise divide by temperature, filter, softmax, multinomial with the generator
     if params.temperature == 0:
         return int(torch.argmax(logits))
     filtered = filter_logits(logits.float() / params.temperature, params.top_k, params.top_p)

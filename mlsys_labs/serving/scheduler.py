@@ -57,7 +57,7 @@ class Scheduler:
     # ------------------------------------------------------------------ admission
     def check_fits(self, num_prompt_tokens: int, max_tokens: int) -> None:
         """Raise :class:`RequestRejected` for a request that could never complete."""
-        # BEGIN SOLUTION hint: empty prompt, prompt + max_tokens beyond max_model_len, or more blocks than the pool holds
+        # BEGIN SOLUTION [step 4] hint: empty prompt, prompt + max_tokens beyond max_model_len, or more blocks than the pool holds
         if num_prompt_tokens < 1:
             raise RequestRejected("the prompt is empty")
         total = num_prompt_tokens + max_tokens
@@ -104,7 +104,13 @@ class Scheduler:
             self.bm.drop_middle_block(seq, self.cfg.sink_blocks)
 
     def schedule(self) -> ScheduledBatch:
-        # BEGIN SOLUTION hint: running first (preempt the newest running sequence when blocks run out), then admit waiting FCFS if nothing was preempted
+        """One step's batch, by the module docstring's rules 1–3: ``seqs`` and their
+        ``num_new_tokens`` (each ≥ 1; in all ≤ ``max_num_batched_tokens``; a chunk ≤
+        ``_chunk_cap()``), with slots allocated for them (``allocate_slots``' copy-on-write pairs
+        go into ``copies``); ``preempted`` lists the sequences preempted this step (then nobody
+        is admitted).  Admitted sequences move from ``waiting`` to ``running`` as RUNNING, at
+        most ``max_num_seqs`` running; with StreamingLLM call ``_make_room_streaming`` first."""
+        # BEGIN SOLUTION [step 4] hint: running first (preempt the newest running sequence when blocks run out), then admit waiting FCFS if nothing was preempted
         batch = ScheduledBatch()
         budget = self.cfg.max_num_batched_tokens
         cap = self._chunk_cap()

@@ -62,7 +62,7 @@ def speculative_generate(target: LlamaForCausalLM, draft: LlamaForCausalLM, prom
     """Greedy speculative decoding of ``max_tokens`` tokens (no EOS stop: fixed length)."""
     max_len = len(prompt) + max_tokens + k + 1
     tgt, drf = _Stream(target, prompt, max_len), _Stream(draft, prompt, max_len)
-    # BEGIN SOLUTION hint: prefill both; loop: draft k greedy tokens; target scores them in one pass; accept the agreeing prefix + one target token; truncate both streams
+    # BEGIN SOLUTION [step 9] hint: prefill both; loop: draft k greedy tokens; target scores them in one pass; accept the agreeing prefix + one target token; truncate both streams
     out: list[int] = []
     proposed = accepted = passes = 0
     next_token = int(tgt.forward_new()[0].argmax())           # the target's first token

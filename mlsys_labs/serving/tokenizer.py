@@ -34,7 +34,7 @@ def _complete_prefix_len(buf: bytes) -> int:
 
     UTF-8 (RFC 3629 §3): a lead byte ``0xxxxxxx`` stands alone; ``110xxxxx``, ``1110xxxx``,
     ``11110xxx`` start 2-, 3- and 4-byte characters; ``10xxxxxx`` continues one."""
-    # BEGIN SOLUTION hint: look back at most 4 bytes for the last lead byte; if its character is not complete, stop before it
+    # BEGIN SOLUTION [step 6] hint: look back at most 4 bytes for the last lead byte; if its character is not complete, stop before it
     n = len(buf)
     for back in range(1, min(4, n) + 1):
         b = buf[n - back]

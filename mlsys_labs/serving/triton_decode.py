@@ -23,7 +23,7 @@ import triton.language as tl  # noqa: E402
 def _paged_decode_kernel(q_ptr, k_ptr, v_ptr, out_ptr, tables_ptr, ctx_lens_ptr, scale,
                          stride_qt, stride_qh, stride_slot, stride_kvh, stride_table, stride_ot, stride_oh,
                          GROUP: tl.constexpr, BLOCK_SIZE: tl.constexpr, HEAD_DIM: tl.constexpr):
-    # BEGIN SOLUTION hint: online softmax over the blocks of this sequence's table: m, l, acc; rescale by exp(m_old - m_new)
+    # BEGIN SOLUTION [step 7] hint: online softmax over the blocks of this sequence's table: m, l, acc; rescale by exp(m_old - m_new)
     seq = tl.program_id(0)
     head = tl.program_id(1)
     kv_head = head // GROUP
