@@ -15,6 +15,7 @@ errors.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -122,7 +123,12 @@ def _assert_group_passed(checks: MpiChecks, p: int, group: str, seed: int) -> No
         lines.append(first["first"])
         ranks = ", ".join(str(f["rank"]) for f in failures)
         lines.append(f"{group} on {p} ranks failed in case {first['label']!r} (raised on rank(s) {ranks})")
-        others = sorted({f["first"] for f in failures[1:]} - {first["first"]})
+        def error(f):  # the error line without its "(rank r, in ...)" tail
+            return re.sub(r" \(rank \d+(, in [^)]*\))?\)$", "", f["first"])
+        same = [str(f["rank"]) for f in failures[1:] if error(f) == error(first)]
+        if same:
+            lines.append(f"  the same error on rank(s) {', '.join(same)}")
+        others = [f["first"] for f in failures[1:] if error(f) != error(first)]
         lines += [f"  also: {o}" for o in others[:4]]
         if launch:
             lines.append(f"{launch}; the other ranks were left waiting for the rank(s) that raised")
