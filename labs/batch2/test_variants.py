@@ -189,7 +189,8 @@ def test_macro_kernel_adds_into_its_block_only(mr, nr, dtype, rng):
     for mc, nc, kc, ic, jc in [(7, 11, 5, 2, 3), (1, 1, 1, 0, 0), (4 * mr + 1, 2 * nr - 1, 9, 1, 0),
                                (mr, nr, 3, 3, 2), (mr - 1, nr + 1, 2, 0, 5)]:
         a, b = random_matrix(rng, (mc, kc), dtype), random_matrix(rng, (kc, nc), dtype)
-        c = random_matrix(rng, (ic + mc + 3, jc + nc + 4), dtype)      # the block and a margin around it
+        c = np.full((ic + mc + 3, jc + nc + 4), -0.0, dtype=dtype)     # the block and a -0.0 margin around it
+        c[ic:ic + mc, jc:jc + nc] = random_matrix(rng, (mc, nc), dtype)
         c_before = c.copy()
         ap, bp = _packed_like(a, mr, 0, np.nan, dtype), _packed_like(b, nr, 1, np.nan, dtype)
         tile = np.full((mr, nr), np.nan, dtype=dtype)
@@ -211,8 +212,9 @@ def test_macro_kernel_adds_into_its_block_only(mr, nr, dtype, rng):
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("mr, nr", [(4, 4), (2, 8)])
 def test_gemm_packed_overwrites_its_block_only(trans_a, trans_b, mr, nr, rng):
-    """gemm_packed on C[i_begin:i_end, j_begin:j_end] of a NaN-poisoned C: that block is
-    A[i_begin:i_end] @ B[:, j_begin:j_end], every other element keeps its NaN bits."""
+    """gemm_packed on C[i_begin:i_end, j_begin:j_end]: that block (NaN before the call) is
+    A[i_begin:i_end] @ B[:, j_begin:j_end]; every other element (-0.0, which any store or
+    addition changes) keeps its bits."""
     dtype = np.float64
     m, k, n = 23, 19, 26
     a, b = random_matrix(rng, (m, k), dtype), random_matrix(rng, (k, n), dtype)
@@ -220,12 +222,13 @@ def test_gemm_packed_overwrites_its_block_only(trans_a, trans_b, mr, nr, rng):
     b_arg = np.ascontiguousarray(b.T) if trans_b else b
     for (i0, i1, j0, j1), (mc, kc, nc) in [((3, 18, 5, 22), (6, 7, 9)), ((0, 23, 9, 10), (5, 19, 4)),
                                            ((22, 23, 0, 26), (8, 4, 11)), ((7, 16, 0, 13), (3, 5, 13))]:
-        c = np.full((m, n), np.nan, dtype=dtype)
+        c = np.full((m, n), -0.0, dtype=dtype)
+        c[i0:i1, j0:j1] = np.nan
         gemm_packed(a_arg, trans_a, b_arg, trans_b, c, i0, i1, j0, j1, mc, kc, nc, mr, nr)
         what = f"gemm_packed block [{i0}:{i1}, {j0}:{j1}] MC, KC, NC = {mc}, {kc}, {nc}"
         block = np.zeros((m, n), dtype=bool)
         block[i0:i1, j0:j1] = True
-        assert_bits_equal(np.where(block, np.nan, c), np.full((m, n), np.nan), what + ": outside the block")
+        assert_bits_equal(np.where(block, -0.0, c), np.full((m, n), -0.0), what + ": outside the block")
         assert_matmul_close(c[i0:i1, j0:j1], a[i0:i1], b[:, j0:j1], what=what)
 
 
