@@ -46,7 +46,7 @@ def terms(collective: str, algorithm: str, nbytes: float, p: int) -> tuple[float
     ``nbytes`` is each rank's vector for reductions and broadcasts, the gathered total for
     allgather, and each rank's whole send buffer for alltoall.
     """
-    # BEGIN SOLUTION [step 6] hint: the cost table in labs/batch3/README.md (lg = lg p', p' = largest power of two <= p); add 2 latencies, 2n bytes sent and n reduced for a fold when p is not a power of two (allgather/reduce-scatter fold n + n/p bytes)
+    # BEGIN SOLUTION [step 6] hint: the cost table in labs/batch3/README.md: ⌈lg p⌉ for the barrier, the binomial trees and Bruck; lg p' (p' = the largest power of two <= p) for the folding algorithms, plus 2 latencies, 2n bytes sent and n reduced for an allreduce's fold when p is not a power of two (reduce-scatter/allgather: n + n/p bytes, n reduced for reduce-scatter); p = 1 costs nothing
     n = float(nbytes)
     if p == 1:
         return (0.0, 0.0, 0.0)
