@@ -354,4 +354,28 @@ MUTANTS = [
         why="reports the rank's own shard loss, not the global batch's",
         tests=("labs/batch3/test_sgd.py",),
     ),
+    Mutant(
+        name="sgd-averages-with-mpi-not-ours",
+        file=C + "sgd.py",
+        old="        flat = allreduce_sum(flat)\n",
+        new="        flat = comm.allreduce(flat)\n",
+        why="averages the gradients with MPI's own (pickling) allreduce instead of the allreduce it is given",
+        tests=("labs/batch3/test_sgd.py",),
+    ),
+    Mutant(
+        name="sgd-ignores-returned-buffer",
+        file=C + "sgd.py",
+        old="        flat = allreduce_sum(flat)\n",
+        new="        allreduce_sum(flat)\n",
+        why="calls the allreduce as if it reduced in place and keeps the rank's own gradients",
+        tests=("labs/batch3/test_sgd.py",),
+    ),
+    Mutant(
+        name="terms-unknown-algorithm-costs-nothing",
+        file=C + "costmodel.py",
+        old="    raise KeyError(f\"no cost formula for {collective} / {algorithm}\")\n",
+        new="    return (0.0, 0.0, 0.0)\n",
+        why="falls through to a zero cost for an algorithm it has no formula for (auto would then always pick it)",
+        tests=COST,
+    ),
 ]

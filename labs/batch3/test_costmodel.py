@@ -92,6 +92,13 @@ def test_formulas_at_every_p(collective, algorithm, rng):
             f"{collective} {algorithm} p={p} n={n:g}: (latencies, bytes, reduced) = {got}, the table says {want}")
 
 
+@pytest.mark.points(0.25)
+def test_unknown_algorithm_raises_key_error():
+    for collective, algorithm in [("allreduce", "butterfly"), ("bcast", "ring"), ("gather", "binomial")]:
+        with pytest.raises(KeyError):
+            terms(collective, algorithm, 1024.0, 4)
+
+
 @pytest.mark.points(0.5)
 @pytest.mark.parametrize("p", [3, 5, 6, 12])
 def test_fold_adds_two_messages_and_the_vector_out_and_back(p, rng):

@@ -60,3 +60,54 @@ def test_data_parallel_sgd_matches_mpi_allreduce_and_serial(tmp_path, seed):
                  what="the loss of each step: ours vs serial")
     losses = runs["loss_ours"]
     assert losses[-1] < losses[0], f"the loss did not go down: {losses}"
+
+
+class OneRank:
+    """A stand-in communicator of one rank: ``comm.allreduce`` (reporting the loss) is the
+    identity; anything else the training loop asks of it fails the test."""
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 1
+
+    def allreduce(self, value, op=None):
+        return value
+
+    def __getattr__(self, name):
+        raise AssertionError(f"train_data_parallel should average gradients only through allreduce_sum "
+                             f"(it used comm.{name})")
+
+
+@pytest.mark.step(7)
+@pytest.mark.points(1)
+def test_gradients_travel_in_one_flat_buffer_through_the_given_allreduce(seed):
+    """In this process, one rank: ``allreduce_sum`` is called once per step with one flat
+    buffer holding every parameter's gradient, and what it returns is what the optimizer
+    uses — a stand-in that returns zeros leaves the weights at their initial values, the
+    identity gives serial training."""
+    from mlsys_labs.collectives.sgd import train_data_parallel
+    from mlsys_labs.nn import MLP
+
+    seed, steps = seed % 1000, 3
+    initial = [q.data.copy() for q in MLP([64, 32, 10], seed=seed).parameters()]
+    total = sum(w.size for w in initial)
+    calls = []
+
+    def zeros(flat):
+        calls.append((np.shape(flat), np.asarray(flat).dtype))
+        return np.zeros_like(flat)
+
+    weights, _ = train_data_parallel(OneRank(), zeros, steps=steps, batch_size=BATCH, seed=seed)
+    assert calls == [((total,), np.dtype(np.float64))] * steps, (
+        f"expected {steps} calls, each with one flat float64 buffer of {total} gradients; got {calls}")
+    for i, (w, w0) in enumerate(zip(weights, initial)):
+        assert np.array_equal(w, w0), f"parameter {i} moved though allreduce_sum returned zero gradients"
+
+    weights, losses = train_data_parallel(OneRank(), lambda flat: flat.copy(), steps=STEPS, batch_size=BATCH,
+                                          seed=seed)
+    reference, serial_losses = serial_training(seed)
+    for i, (w, ref) in enumerate(zip(weights, reference)):
+        assert_close(w, ref, dtype="float64", scale=1e3, what=f"parameter {i}: one rank vs serial")
+    assert_close(np.array(losses), np.array(serial_losses), dtype="float64", scale=1e3, what="losses")

@@ -44,7 +44,8 @@ def terms(collective: str, algorithm: str, nbytes: float, p: int) -> tuple[float
     """(latencies, bytes sent, bytes reduced) on the critical path of one call.
 
     ``nbytes`` is each rank's vector for reductions and broadcasts, the gathered total for
-    allgather, and each rank's whole send buffer for alltoall.
+    allgather, and each rank's whole send buffer for alltoall.  An unknown
+    (collective, algorithm) raises KeyError.
     """
     # BEGIN SOLUTION [step 6] hint: the cost table in labs/batch3/README.md: ⌈lg p⌉ for the barrier, the binomial trees and Bruck; lg p' (p' = the largest power of two <= p) for the folding algorithms, plus 2 latencies, 2n bytes sent and n reduced for an allreduce's fold when p is not a power of two (reduce-scatter/allgather: n + n/p bytes, n reduced for reduce-scatter); p = 1 costs nothing
     n = float(nbytes)
