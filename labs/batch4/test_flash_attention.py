@@ -1,5 +1,5 @@
-"""FlashAttention-2: forward (O and log-sum-exp) against float64 plain attention, backward
-against torch autograd of plain attention in float64, and the launcher's checks."""
+"""FlashAttention-2: step 5, the forward (O and log-sum-exp) against float64 plain attention and
+the launcher's checks; step 6, the backward against torch autograd of plain attention in float64."""
 import math
 
 import pytest
@@ -33,6 +33,7 @@ def qkv(randn, b, h, n, d, dtype):
     return randn(b, h, n, d, dtype=dtype), randn(b, h, n, d, dtype=dtype), randn(b, h, n, d, dtype=dtype)
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(2)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("b,h,n,d,dtype", CPU_CASES + GPU_CASES)
@@ -47,6 +48,7 @@ def test_forward_output_and_logsumexp(randn, b, h, n, d, dtype, causal):
     assert_close(lse, lse_ref, dtype=torch.float32, scale=10.0, what="log-sum-exp (float32, N-term sums)")
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(1)
 def test_forward_custom_scale(randn):
     q, k, v = qkv(randn, 1, 2, 33, 32, torch.float32)
@@ -63,6 +65,7 @@ def _reference_grads(q, k, v, do, causal):
     return [t.grad for t in leaves]
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(3)
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("b,h,n,d,dtype", CPU_CASES + GPU_CASES)
@@ -83,6 +86,7 @@ def test_backward_matches_autograd_of_plain_attention(randn, b, h, n, d, dtype, 
         assert_close(leaf.grad, want, dtype=dtype, scale=BWD_SCALE[dtype], what=f"{name} (autograd)")
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(1)
 def test_trains_inside_a_graph(randn):
     """Gradients flow through projections around the attention (the Function composes)."""
@@ -96,6 +100,7 @@ def test_trains_inside_a_graph(randn):
     assert_close(wq.grad, wq_ref.grad, scale=10.0, what="dL/dWq through flash attention")
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(2)
 @pytest.mark.hidden
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
@@ -111,6 +116,7 @@ def test_backward_single_token_and_odd_length(randn, causal):
             assert_close(g, want, scale=BWD_SCALE[torch.float32], what=f"{name} N={n}")
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(1)
 def test_checks_inputs_before_launch(randn, interpreted):
     q, k, v = qkv(randn, 1, 1, 16, 32, torch.float32)
@@ -133,17 +139,28 @@ def test_checks_inputs_before_launch(randn, interpreted):
             flash_attention_forward(q.bfloat16(), k.bfloat16(), v.bfloat16())
 
 
-@pytest.mark.points(2)
+@pytest.mark.step(5)
+@pytest.mark.points(1)
 @GPU
 @pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
-def test_autotuned_long_sequence_gpu(randn, causal):
-    """From AUTOTUNE_MIN_N tokens on the launchers autotune: every config must be right, and the chosen one is checked."""
+def test_autotuned_long_sequence_forward_gpu(randn, causal):
+    """From AUTOTUNE_MIN_N tokens on the forward launcher autotunes: every config must be right, and the chosen one is checked."""
     q, k, v = qkv(randn, 1, 2, 2048, 128, torch.bfloat16)
-    do = randn(1, 2, 2048, 128, dtype=torch.bfloat16)
     o, lse = flash_attention_forward(q, k, v, causal=causal, out=poison_like(q))
     o_ref, lse_ref = attention_reference(q, k, v, causal=causal)
     assert_close(o, o_ref, scale=FWD_SCALE[torch.bfloat16], what="O, N=2048")
     assert_close(lse, lse_ref, dtype=torch.float32, scale=10.0, what="LSE, N=2048")
+
+
+@pytest.mark.step(6)
+@pytest.mark.points(1)
+@GPU
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_autotuned_long_sequence_backward_gpu(randn, causal):
+    """The backward launchers autotune from AUTOTUNE_MIN_N tokens on too."""
+    q, k, v = qkv(randn, 1, 2, 2048, 128, torch.bfloat16)
+    do = randn(1, 2, 2048, 128, dtype=torch.bfloat16)
+    o, lse = flash_attention_forward(q, k, v, causal=causal)
     got = flash_attention_backward(q, k, v, o, lse, do, causal=causal,
                                    dq=poison_like(q), dk=poison_like(q), dv=poison_like(q))
     for name, g, want in zip(("dQ", "dK", "dV"), got, _reference_grads(q, k, v, do, causal)):

@@ -1,5 +1,6 @@
-"""W8A8: the int8 GEMM exact against integer arithmetic, the fused dequantisation epilogue,
-the quantisation helpers, and SmoothQuant's smoothing on a layer with outlier channels."""
+"""W8A8: step 7, the int8 GEMM exact against integer arithmetic and its fused dequantisation
+epilogue (integer inputs made in the test); step 8, the quantisation helpers and SmoothQuant's
+smoothing on a layer with outlier channels."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,6 +18,7 @@ def randint8(gen, device, *shape):
     return torch.randint(-128, 128, shape, generator=gen, dtype=torch.int8).to(device)
 
 
+@pytest.mark.step(7)
 @pytest.mark.points(2)
 @pytest.mark.parametrize("m,n,k", [(37, 29, 70), (16, 16, 32), (1, 5, 3),
                                    pytest.param(1000, 3000, 4096, marks=GPU, id="gpu-1000x3000x4096"),
@@ -29,6 +31,7 @@ def test_int8_matmul_is_exact(gen, device, m, n, k):
     assert_close(out, int8_matmul_reference(a, w), what=f"int32 accumulator {m}x{n}x{k}")
 
 
+@pytest.mark.step(7)
 @pytest.mark.points(2)
 @pytest.mark.hidden
 def test_int8_matmul_strided_activation_rows(gen, device):
@@ -42,6 +45,7 @@ def test_int8_matmul_strided_activation_rows(gen, device):
         int8_matmul(a, randint8(gen, device, 40, 24).T)
 
 
+@pytest.mark.step(7)
 @pytest.mark.points(2)
 @pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=GPU)])
 @pytest.mark.parametrize("with_bias", [False, True], ids=["nobias", "bias"])
@@ -58,6 +62,7 @@ def test_w8a8_epilogue(gen, device, out_dtype, with_bias):
                  scale=2.0, what="dequantised output")
 
 
+@pytest.mark.step(7)
 @pytest.mark.points(1)
 def test_w8a8_checks_inputs(gen, device):
     x_q, w_q = randint8(gen, device, 8, 32), randint8(gen, device, 16, 32)
@@ -76,6 +81,7 @@ def test_w8a8_checks_inputs(gen, device):
         w8a8_linear(x_q, xs.double(), w_q, ws)
 
 
+@pytest.mark.step(8)
 @pytest.mark.points(1)
 @settings(max_examples=20, deadline=None)
 @given(rows=st.integers(1, 16), cols=st.integers(1, 64), scale=st.floats(1e-3, 1e3), seed=st.integers(0, 2**31 - 1))
@@ -91,6 +97,7 @@ def test_quantize_rounds_to_nearest_level(rows, cols, scale, seed):
         assert (err <= s.double()[:, None] * (0.5 + 1e-5)).all(), f"rounding error above half a step: {err.max()}"
 
 
+@pytest.mark.step(8)
 @pytest.mark.points(1)
 @settings(max_examples=10, deadline=None)
 @given(alpha=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
@@ -111,6 +118,7 @@ def test_smoothing_keeps_the_product_and_balances_channels(alpha, seed):
                  what="smoothed weight channel maxima")
 
 
+@pytest.mark.step(8)
 @pytest.mark.points(2)
 def test_smoothquant_reduces_error_on_outlier_channels(gen):
     """On a layer whose activations have a few 50× channels, W8A8 with SmoothQuant (α = 0.5)

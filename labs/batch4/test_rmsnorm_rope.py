@@ -11,6 +11,8 @@ from mlsys_labs.kernels import rmsnorm, rope, rope_cache
 
 GPU = pytest.mark.gpu
 
+pytestmark = pytest.mark.step(4)
+
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=GPU)])

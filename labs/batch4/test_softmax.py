@@ -1,4 +1,5 @@
-"""Fused row softmax and online (single-pass statistics) softmax against float64 torch.softmax."""
+"""Step 2, the fused row softmax; step 3, the online (single-pass statistics) softmax; both
+against float64 torch.softmax."""
 import pytest
 import torch
 from hypothesis import given, settings
@@ -10,6 +11,7 @@ from mlsys_labs.kernels import online_softmax, softmax, softmax_reference
 GPU = pytest.mark.gpu
 
 
+@pytest.mark.step(2)
 @pytest.mark.points(1)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=GPU)])
 @pytest.mark.parametrize("shape", [(7, 100), (3, 1), (2, 1024)])
@@ -20,6 +22,7 @@ def test_fused_softmax(randn, dtype, shape):
     assert_close(out, softmax_reference(x), dtype=dtype, what=f"softmax {shape}")
 
 
+@pytest.mark.step(2)
 @pytest.mark.points(1)
 def test_fused_softmax_strided_rows_and_masked_entries(randn):
     """Rows of a wider tensor (row stride != width) and -inf entries (a causal mask)."""
@@ -31,6 +34,7 @@ def test_fused_softmax_strided_rows_and_masked_entries(randn):
     assert_close(out, softmax_reference(x), what="softmax of strided rows with -inf")
 
 
+@pytest.mark.step(2)
 @pytest.mark.points(1)
 def test_fused_softmax_checks_inputs(randn):
     x = randn(4, 33)
@@ -45,6 +49,7 @@ def test_fused_softmax_checks_inputs(randn):
         softmax(torch.empty(1, 40000, device=x.device))
 
 
+@pytest.mark.step(3)
 @pytest.mark.points(1)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=GPU)])
 @pytest.mark.parametrize("shape,block", [((5, 300), 64), ((3, 17), 16), ((2, 256), 64)])
@@ -55,6 +60,7 @@ def test_online_softmax_rows_longer_than_a_block(randn, dtype, shape, block):
     assert_close(out, softmax_reference(x), dtype=dtype, what=f"online softmax {shape} block {block}")
 
 
+@pytest.mark.step(3)
 @pytest.mark.points(1)
 def test_online_softmax_growing_max_and_masked_lanes(randn, device):
     """The running max must be raised block after block (ascending rows) and -inf lanes must not
@@ -68,6 +74,7 @@ def test_online_softmax_growing_max_and_masked_lanes(randn, device):
     assert_close(out, softmax_reference(x), what="online softmax with rising max and -inf")
 
 
+@pytest.mark.step(3)
 @pytest.mark.points(1)
 @settings(max_examples=8, deadline=None)
 @given(n_cols=st.integers(1, 400), log_block=st.integers(4, 7), scale=st.floats(0.1, 30.0),
@@ -83,6 +90,7 @@ def test_online_softmax_property(device, n_cols, log_block, scale, seed):
                  scale=10.0, what="row sums (n·eps rounding: 10x the float32 policy)")
 
 
+@pytest.mark.step(3)
 @pytest.mark.points(2)
 @pytest.mark.hidden
 def test_online_softmax_huge_values_do_not_overflow(randn):
@@ -92,7 +100,8 @@ def test_online_softmax_huge_values_do_not_overflow(randn):
     assert_close(out, softmax_reference(x), what="online softmax of values ~1e4")
 
 
-@pytest.mark.points(1)
+@pytest.mark.step(2)
+@pytest.mark.points(0.5)
 @GPU
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
 def test_softmax_large_rows_gpu(randn, dtype):
@@ -100,7 +109,14 @@ def test_softmax_large_rows_gpu(randn, dtype):
     out = poison_like(x)
     softmax(x, out)
     assert_close(out, softmax_reference(x), dtype=dtype, what="fused softmax 1024x4096")
-    out = poison_like(torch.empty(64, 50000, device=x.device, dtype=dtype))
+
+
+@pytest.mark.step(3)
+@pytest.mark.points(0.5)
+@GPU
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_online_softmax_long_rows_gpu(randn, device, dtype):
     y = randn(64, 50000, dtype=dtype, scale=3.0)
+    out = poison_like(torch.empty(64, 50000, device=device, dtype=dtype))
     online_softmax(y, out)
     assert_close(out, softmax_reference(y), dtype=dtype, what="online softmax 64x50000")

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from mlsys_labs.common.tolerance import assert_close, poison_like
 from mlsys_labs.kernels import add, add_reference
 
+pytestmark = pytest.mark.step(1)
+
 
 @pytest.mark.points(1)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

@@ -77,7 +77,7 @@ def attn_fwd_kernel(Q, K, V, O, LSE, sm_scale, N_CTX,
                     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                     CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Program (m-block, batch·head): O rows [start_m·BLOCK_M, +BLOCK_M) and their LSE (natural log)."""
-    # BEGIN SOLUTION hint: load the Q block once; loop over key blocks (causal: only up to the diagonal); online softmax with exp2; store O = acc / l and LSE = (m + log2 l)·ln 2
+    # BEGIN SOLUTION [step 5] hint: load the Q block once; loop over key blocks (causal: only up to the diagonal); online softmax with exp2; store O = acc / l and LSE = (m + log2 l)·ln 2
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1).to(tl.int64)
     base = off_bh * N_CTX * HEAD_DIM
@@ -122,7 +122,7 @@ def attn_bwd_dkdv_kernel(Q, K, V, DO, LSE, DELTA, DK, DV, sm_scale, N_CTX,
                          HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                          CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Program (n-block, batch·head): dK, dV of BLOCK_N keys, streaming the query blocks that see them."""
-    # BEGIN SOLUTION hint: hold K, V blocks; for each query block recompute Pᵀ = exp(K Qᵀ·scale - L) (masked), dV += Pᵀ dO, dSᵀ = Pᵀ ∘ (V dOᵀ - D), dK += dSᵀ Q; causal starts at the diagonal
+    # BEGIN SOLUTION [step 6] hint: hold K, V blocks; for each query block recompute Pᵀ = exp(K Qᵀ·scale - L) (masked), dV += Pᵀ dO, dSᵀ = Pᵀ ∘ (V dOᵀ - D), dK += dSᵀ Q; causal starts at the diagonal
     start_n = tl.program_id(0)
     off_bh = tl.program_id(1).to(tl.int64)
     base = off_bh * N_CTX * HEAD_DIM
@@ -167,7 +167,7 @@ def attn_bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, sm_scale, N_CTX,
                        HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                        CAUSAL: tl.constexpr, DOT_PRECISION: tl.constexpr):
     """Program (m-block, batch·head): dQ of BLOCK_M query rows, streaming the key blocks they see."""
-    # BEGIN SOLUTION hint: hold Q, dO, L, D of the block; for each key block recompute P = exp(Q Kᵀ·scale - L) (masked), dS = P ∘ (dO Vᵀ - D), dQ += dS K; scale at the end
+    # BEGIN SOLUTION [step 6] hint: hold Q, dO, L, D of the block; for each key block recompute P = exp(Q Kᵀ·scale - L) (masked), dS = P ∘ (dO Vᵀ - D), dQ += dS K; scale at the end
     start_m = tl.program_id(0)
     off_bh = tl.program_id(1).to(tl.int64)
     base = off_bh * N_CTX * HEAD_DIM
@@ -277,7 +277,7 @@ def flash_attention_backward(q, k, v, o, lse, do, *, causal: bool = False, sm_sc
     dv = torch.empty_like(v) if dv is None else dv
     for name, t in (("dq", dq), ("dk", dk), ("dv", dv)):
         check_out(name, t, q.shape, q.dtype, q)
-    # BEGIN SOLUTION hint: D_i = rowsum(dO ∘ O) in float32, then launch the dK/dV and the dQ kernels
+    # BEGIN SOLUTION [step 6] hint: D_i = rowsum(dO ∘ O) in float32, then launch the dK/dV and the dQ kernels
     delta = (do.float() * o.float()).sum(-1).contiguous()
     shape = dict(batch_heads=B * H, n_ctx=N, head_dim=d, dtype=q.dtype, CAUSAL=causal,
                  DOT_PRECISION=_precision(q.dtype))

@@ -44,7 +44,7 @@ def int8_matmul_kernel(A, B, C, A_SCALE, B_SCALE, BIAS, M, N, K,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr):
     """C tile = A[m-block, :] @ B[n-block, :]ᵀ in int32; with DEQUANT, × a_scale[m] × b_scale[n] (+ bias[n])."""
-    # BEGIN SOLUTION hint: grouped tile order; acc = tl.zeros(..., tl.int32); acc = tl.dot(a, b, acc, out_dtype=tl.int32) over K blocks (masked); epilogue scales in float32
+    # BEGIN SOLUTION [step 7] hint: grouped tile order; acc = tl.zeros(..., tl.int32); acc = tl.dot(a, b, acc, out_dtype=tl.int32) over K blocks (masked); epilogue scales in float32
     pid = tl.program_id(0)
     num_pid_m = tl.cdiv(M, BLOCK_M)
     num_pid_n = tl.cdiv(N, BLOCK_N)

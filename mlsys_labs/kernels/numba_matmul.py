@@ -24,7 +24,7 @@ TILE = 16
 @cuda.jit
 def tiled_matmul_kernel(A, B, C):
     """C[row, col] = Σ_k A[row, k] B[k, col], walking K one shared-memory tile at a time."""
-    # BEGIN SOLUTION hint: two cuda.shared.array((TILE, TILE), float32); per K tile: load one element each (0 outside), syncthreads, TILE multiply-adds, syncthreads; guarded store
+    # BEGIN SOLUTION [step 9] hint: two cuda.shared.array((TILE, TILE), float32); per K tile: load one element each (0 outside), syncthreads, TILE multiply-adds, syncthreads; guarded store
     s_a = cuda.shared.array((TILE, TILE), float32)
     s_b = cuda.shared.array((TILE, TILE), float32)
     tx = cuda.threadIdx.x

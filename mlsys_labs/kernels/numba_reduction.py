@@ -21,7 +21,7 @@ THREADS = 128  # threads per block, a power of two (the tree halves it)
 @cuda.jit
 def block_sum_kernel(x, partial):
     """partial[blockIdx.x] = sum of the elements this block's threads visit."""
-    # BEGIN SOLUTION hint: grid-stride loop into a register, cuda.shared.array(THREADS, float32), tree with stride halving and syncthreads, thread 0 writes
+    # BEGIN SOLUTION [step 9] hint: grid-stride loop into a register, cuda.shared.array(THREADS, float32), tree with stride halving and syncthreads, thread 0 writes
     buf = cuda.shared.array(THREADS, float32)
     tid = cuda.threadIdx.x
     i = cuda.blockIdx.x * THREADS + tid

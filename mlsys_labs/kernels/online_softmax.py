@@ -30,7 +30,7 @@ from ._checks import FLOAT_DTYPES, check_out, check_tensor
 @triton.jit
 def online_softmax_kernel(out_ptr, in_ptr, in_row_stride, out_row_stride, n_cols, BLOCK_SIZE: tl.constexpr):
     """Pass 1: per-lane running (max, sum) over the row's blocks, merged with ⊕; pass 2: normalise."""
-    # BEGIN SOLUTION hint: m' = max(m, x); d = d*exp(m - m') + exp(x - m') per lane (shift by 0 where m' is -inf); merge lanes; second loop writes exp(x - M) / D
+    # BEGIN SOLUTION [step 3] hint: m' = max(m, x); d = d*exp(m - m') + exp(x - m') per lane (shift by 0 where m' is -inf); merge lanes; second loop writes exp(x - M) / D
     row = tl.program_id(0)
     in_row = in_ptr + row * in_row_stride
     out_row = out_ptr + row * out_row_stride

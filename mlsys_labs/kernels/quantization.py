@@ -28,7 +28,7 @@ def _quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(int8 q, float32 scale per row) with scale = max|row| / 127 (an all-zero row gets scale 1e-8/127)."""
     if t.dim() != 2 or not t.dtype.is_floating_point:
         raise ValueError(f"quantize: need a 2-D floating tensor, got {t.dtype} of shape {tuple(t.shape)}")
-    # BEGIN SOLUTION hint: absmax per row in float32 (clamp away from 0), scale = absmax / 127, round-to-nearest then clamp to [-127, 127]
+    # BEGIN SOLUTION [step 8] hint: absmax per row in float32 (clamp away from 0), scale = absmax / 127, round-to-nearest then clamp to [-127, 127]
     t = t.float()
     scale = t.abs().amax(dim=1).clamp(min=1e-8) / QMAX
     q = torch.clamp(torch.round(t / scale[:, None]), -QMAX, QMAX).to(torch.int8)
@@ -57,7 +57,7 @@ def smoothing_factors(act_absmax: torch.Tensor, w: torch.Tensor, alpha: float = 
         raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
     if act_absmax.shape != (w.shape[1],):
         raise ValueError(f"act_absmax must be ({w.shape[1]},), got {tuple(act_absmax.shape)}")
-    # BEGIN SOLUTION hint: per input channel j: act_absmax_j ** alpha / (max over rows of |W[:, j]|) ** (1 - alpha); clamp both away from 0
+    # BEGIN SOLUTION [step 8] hint: per input channel j: act_absmax_j ** alpha / (max over rows of |W[:, j]|) ** (1 - alpha); clamp both away from 0
     a = act_absmax.float().clamp(min=1e-5)
     wmax = w.float().abs().amax(dim=0).clamp(min=1e-5)
     return (a.pow(alpha) / wmax.pow(1.0 - alpha)).clamp(min=1e-5)
@@ -66,7 +66,7 @@ def smoothing_factors(act_absmax: torch.Tensor, w: torch.Tensor, alpha: float = 
 
 def smooth(x: torch.Tensor, w: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(X diag(s)⁻¹, W diag(s)): the product X Wᵀ is unchanged."""
-    # BEGIN SOLUTION hint: divide the columns of X by s, multiply the columns of W by s
+    # BEGIN SOLUTION [step 8] hint: divide the columns of X by s, multiply the columns of W by s
     return (x / s[None, :]).to(x.dtype), (w * s[None, :]).to(w.dtype)
     # END SOLUTION
 

@@ -20,7 +20,7 @@ MAX_COLS = 65536
 @triton.jit
 def rmsnorm_kernel(X, W, Y, x_row_stride, y_row_stride, n_cols, eps, BLOCK_SIZE: tl.constexpr):
     """Row program_id(0): mean of squares in float32, y = x · rsqrt(ms + eps) · w."""
-    # BEGIN SOLUTION hint: load the row (masked, other=0) as float32; ms = sum(x*x)/n_cols; y = x * tl.rsqrt(ms + eps) * w
+    # BEGIN SOLUTION [step 4] hint: load the row (masked, other=0) as float32; ms = sum(x*x)/n_cols; y = x * tl.rsqrt(ms + eps) * w
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK_SIZE)
     mask = cols < n_cols

@@ -37,7 +37,7 @@ def rope_cache(max_positions: int, head_dim: int, base: float = 10000.0, device=
 @triton.jit
 def _rotate_block(X, XO, base, rows, cols, mask, cos, sin, HALF: tl.constexpr):
     """Rotate the (i, i + HALF) feature pairs of a [rows, HALF] block of one head."""
-    # BEGIN SOLUTION hint: load both halves as float32, y1 = x1·cos − x2·sin, y2 = x2·cos + x1·sin, store both halves
+    # BEGIN SOLUTION [step 4] hint: load both halves as float32, y1 = x1·cos − x2·sin, y2 = x2·cos + x1·sin, store both halves
     ptr = base + rows[:, None] * (2 * HALF) + cols[None, :]
     x1 = tl.load(X + ptr, mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(X + ptr + HALF, mask=mask, other=0.0).to(tl.float32)
@@ -49,7 +49,7 @@ def _rotate_block(X, XO, base, rows, cols, mask, cos, sin, HALF: tl.constexpr):
 @triton.jit
 def rope_kernel(Q, K, QO, KO, COS, SIN, POS, N_CTX, HALF: tl.constexpr, BLOCK_N: tl.constexpr):
     """Program (token block, batch·head): look up cos/sin rows of the tokens' positions, rotate q and k."""
-    # BEGIN SOLUTION hint: rows = pid·BLOCK_N + arange; pos = load(POS + rows); cos/sin = load(table + pos·HALF + cols); _rotate_block for q, then k
+    # BEGIN SOLUTION [step 4] hint: rows = pid·BLOCK_N + arange; pos = load(POS + rows); cos/sin = load(table + pos·HALF + cols); _rotate_block for q, then k
     pid_n = tl.program_id(0)
     off_bh = tl.program_id(1).to(tl.int64)
     base = off_bh * N_CTX * (2 * HALF)

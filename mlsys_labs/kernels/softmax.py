@@ -28,7 +28,7 @@ MAX_FUSED_COLS = 32768  # beyond this the row spills out of registers: use onlin
 @triton.jit
 def softmax_kernel(out_ptr, in_ptr, in_row_stride, out_row_stride, n_cols, BLOCK_SIZE: tl.constexpr):
     """Row ``program_id(0)``: load it (masked lanes = -inf), subtract max, exp, normalise, store."""
-    # BEGIN SOLUTION hint: load the row with other=-float('inf'); compute in float32; store masked
+    # BEGIN SOLUTION [step 2] hint: load the row with other=-float('inf'); compute in float32; store masked
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK_SIZE)
     mask = cols < n_cols

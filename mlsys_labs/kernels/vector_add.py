@@ -22,7 +22,7 @@ from ._checks import FLOAT_DTYPES, check_out, check_same, check_tensor
 @triton.jit
 def add_kernel(x_ptr, y_ptr, out_ptr, n_elements, BLOCK_SIZE: tl.constexpr):
     """out[i] = x[i] + y[i] for the block of indices this program owns."""
-    # BEGIN SOLUTION hint: pid = tl.program_id(0); offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE); mask the tail
+    # BEGIN SOLUTION [step 1] hint: pid = tl.program_id(0); offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE); mask the tail
     pid = tl.program_id(axis=0)
     offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
     mask = offsets < n_elements
