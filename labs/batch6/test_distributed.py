@@ -1,4 +1,6 @@
 """Distributed tests: 2 and 4 ranks on gloo under torchrun (see conftest.py for the launcher).
+Each test of one stage belongs to that stage's README step (DDP 5, stages 1–3: 6–8); the
+memory inventory is step 9, the resharding checkpoint step 10.
 
 Tolerances (stated here, used below):
 - fp32 at 2 ranks: loss and parameters rtol 1e-6 against single-process PyTorch whose gradient
@@ -21,7 +23,7 @@ import pytest
 import torch
 
 from mlsys_labs.common.tolerance import assert_close
-from mlsys_labs.zero import comm_bytes_formula, model_state_formula
+from mlsys_labs.zero import model_state_formula
 from mlsys_labs.zero.memory import model_state_bytes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,6 +31,20 @@ import lab6_cases as C  # noqa: E402
 from lab6_launch import torchrun  # noqa: E402
 
 pytestmark = [pytest.mark.dist]
+
+# The README's steps: DDP is step 5 and ZeRO stage k is step 5 + k; the memory inventory is step 9,
+# the checkpoint step 10.  A test of one stage belongs to that stage's step.
+STAGE_STEP = {0: 5, 1: 6, 2: 7, 3: 8}
+
+
+def stages(*ks):
+    """Stage parameters, each marked with its README step."""
+    return [pytest.param(k, marks=pytest.mark.step(STAGE_STEP[k])) for k in ks]
+
+
+def by_stage(cases):
+    """(world, case name) parameters, each marked with the step of the case's stage."""
+    return [pytest.param(w, n, marks=pytest.mark.step(STAGE_STEP[C.CASES[n]["stage"]])) for w, n in cases]
 
 
 def case_result(run, name: str) -> dict:
@@ -57,19 +73,19 @@ def check_training(res: dict, name: str, seed: int, world: int, params_atol: flo
 
 # ----------------------------------------------------------------- correctness
 @pytest.mark.points(3)
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", stages(0, 1, 2, 3))
 def test_stage_matches_single_process_2_ranks(run2, lab6_seed, stage):
     check_training(case_result(run2, f"stage{stage}"), f"stage{stage}", lab6_seed, 2, params_atol=1e-7)
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", stages(0, 1, 2, 3))
 def test_stage_matches_single_process_4_ranks(run4, lab6_seed, stage):
     check_training(case_result(run4, f"stage{stage}"), f"stage{stage}", lab6_seed, 4, params_atol=2e-4)
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("stage", stages(0, 1, 2, 3))
 def test_accumulation_clipping_frozen_2_ranks(run2, lab6_seed, stage):
     """2 micro-batches per rank, clipping by the global norm (0.05: active), a frozen embedding."""
     name = f"stage{stage}_accum_clip_frozen"
@@ -77,6 +93,7 @@ def test_accumulation_clipping_frozen_2_ranks(run2, lab6_seed, stage):
 
 
 @pytest.mark.hidden
+@pytest.mark.step(8)
 @pytest.mark.points(2)
 def test_accumulation_clipping_frozen_4_ranks(run4, lab6_seed):
     name = "stage3_accum_clip_frozen"
@@ -84,12 +101,13 @@ def test_accumulation_clipping_frozen_4_ranks(run4, lab6_seed):
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("stage", [1, 2, 3])
+@pytest.mark.parametrize("stage", stages(1, 2, 3))
 def test_mixed_precision_2_ranks(run2, lab6_seed, stage):
     name = f"stage{stage}_bf16"
     check_training(case_result(run2, name), name, lab6_seed, 2, params_atol=1e-2)
 
 
+@pytest.mark.step(8)
 @pytest.mark.points(1)
 def test_mixed_precision_4_ranks(run4, lab6_seed):
     check_training(case_result(run4, "stage3_bf16"), "stage3_bf16", lab6_seed, 4, params_atol=None)
@@ -100,6 +118,7 @@ MEMORY_CASES = [(2, n) for n in ("stage0", "stage1", "stage2", "stage3", "stage1
                                   "stage3_bf16")] + [(4, n) for n in ("stage0", "stage1", "stage2", "stage3", "stage3_bf16")]
 
 
+@pytest.mark.step(9)
 @pytest.mark.points(2)
 @pytest.mark.parametrize("world,name", MEMORY_CASES)
 def test_model_state_memory_matches_zero_formula(run2, run4, world, name):
@@ -107,6 +126,9 @@ def test_model_state_memory_matches_zero_formula(run2, run4, world, name):
     on every rank, = the ZeRO formula at the padded Ψ, and within padding of the formula at Ψ."""
     run = run2 if world == 2 else run4
     case_result(run, name)
+    for rank, results in enumerate(run.ranks):
+        assert results[name].get("inventory_error") is None, \
+            f"rank {rank}: memory.inventory failed:\n{results[name]['inventory_error']}"
     mixed = C.CASES[name].get("mixed", False)
     stage = C.CASES[name]["stage"]
     for rank, results in enumerate(run.ranks):
@@ -125,7 +147,7 @@ BYTES_CASES = [(2, f"stage{s}") for s in range(4)] + [(2, "stage1_bf16"), (2, "s
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("world,name", BYTES_CASES)
+@pytest.mark.parametrize("world,name", by_stage(BYTES_CASES))
 def test_bytes_per_step_match_zero_formula(run2, run4, world, name):
     """Bytes sent per step (gradients + parameters), counted by our wrappers, = 2(N-1)/N·Ψ·b for
     DDP and stages 1-2 and 3(N-1)/N·Ψ·b for stage 3 (Ψ padded to the shards)."""
@@ -133,7 +155,8 @@ def test_bytes_per_step_match_zero_formula(run2, run4, world, name):
     res = case_result(run, name)
     stage, mixed = C.CASES[name]["stage"], C.CASES[name].get("mixed", False)
     sent = res["bytes"].get("grads", 0) + res["bytes"].get("params", 0)
-    want = comm_bytes_formula(stage, res["psi_padded"], world, 2 if mixed else 4)
+    # the formula written out here (memory.py's comm_bytes_formula is step 9)
+    want = (3 if stage == 3 else 2) * (world - 1) / world * res["psi_padded"] * (2 if mixed else 4)
     assert sent == pytest.approx(want, abs=world), f"{res['bytes']} vs formula {want:.0f}"
 
 
@@ -168,6 +191,7 @@ def _log(path: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in map(json.loads, path.read_text().splitlines())}
 
 
+@pytest.mark.step(10)
 @pytest.mark.points(4)
 def test_checkpoint_at_4_ranks_resumes_at_2(run4, run2, lab6_seed):
     """train.py: stage 3 at 4 ranks saves a sharded checkpoint after 6 steps; stage 1 at 2 ranks
@@ -186,6 +210,7 @@ def test_checkpoint_at_4_ranks_resumes_at_2(run4, run2, lab6_seed):
                  what="loss curve: 6 steps at 4 ranks (stage 3), then 4 at 2 ranks (stage 1)")
 
 
+@pytest.mark.step(7)
 @pytest.mark.points(2)
 def test_dead_rank_fails_fast(tmp_path, lab6_seed):
     """Rank 1 exits in the middle of step 2: the run must fail with the cause shown, not hang."""

@@ -43,7 +43,7 @@ def save(engine, directory: str | Path, step: int) -> Path:
 
 def reshard(pieces: list[torch.Tensor], numel: int, world: int, rank: int) -> torch.Tensor:
     """This rank's shard, at ``world`` ranks, of a vector saved as ``pieces`` (one per old rank)."""
-    # BEGIN SOLUTION hint: concatenate, cut to numel, pad to a multiple of world, take the rank-th chunk
+    # BEGIN SOLUTION [step 10] hint: concatenate, cut to numel, pad to a multiple of world, take the rank-th chunk
     full = torch.cat(pieces)[:numel]
     shard = -(-numel // world)
     padded = torch.zeros(shard * world, dtype=full.dtype)

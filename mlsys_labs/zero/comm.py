@@ -53,14 +53,14 @@ class Comm:
         return sum(self.sent[t] for t in tags) if tags else sum(self.sent.values())
 
     def _count(self, tag: str, nbytes: float) -> None:
-        # BEGIN SOLUTION hint: add the bytes to self.sent[tag] (as an int) and one call to self.calls[tag]
+        # BEGIN SOLUTION [step 1] hint: add the bytes to self.sent[tag] (as an int) and one call to self.calls[tag]
         self.sent[tag] += int(round(nbytes))
         self.calls[tag] += 1
         # END SOLUTION
 
     def all_reduce(self, tensor: torch.Tensor, *, tag: str, async_op: bool = False):
         """Sum ``tensor`` over ranks in place; counts 2(N-1)/N of its bytes."""
-        # BEGIN SOLUTION hint: count 2(N-1)/N · tensor bytes, then dist.all_reduce (skip it when N == 1)
+        # BEGIN SOLUTION [step 1] hint: count 2(N-1)/N · tensor bytes, then dist.all_reduce (skip it when N == 1)
         n = self.world
         self._count(tag, 2 * (n - 1) / n * tensor.numel() * tensor.element_size())
         if n == 1:
@@ -73,7 +73,7 @@ class Comm:
         """``output`` (len n/N) = this rank's chunk of the sum of ``input`` (len n) over ranks.
 
         ``output`` may be this rank's own chunk of ``input`` (in place)."""
-        # BEGIN SOLUTION hint: count (N-1)/N · input bytes, then the reduce-scatter (a copy when N == 1)
+        # BEGIN SOLUTION [step 1] hint: count (N-1)/N · input bytes, then the reduce-scatter (a copy when N == 1)
         n = self.world
         self._count(tag, (n - 1) / n * input.numel() * input.element_size())
         if n == 1:
@@ -88,7 +88,7 @@ class Comm:
         """``output`` (len n) = the concatenation of every rank's ``input`` (len n/N).
 
         ``input`` may be this rank's own chunk of ``output`` (in place)."""
-        # BEGIN SOLUTION hint: count (N-1)/N · output bytes, then the all-gather (a copy when N == 1)
+        # BEGIN SOLUTION [step 1] hint: count (N-1)/N · output bytes, then the all-gather (a copy when N == 1)
         n = self.world
         self._count(tag, (n - 1) / n * output.numel() * output.element_size())
         if n == 1:

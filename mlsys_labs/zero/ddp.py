@@ -35,14 +35,14 @@ class DDP(Engine):
         self._register_grad_hooks()
 
     def _bucket_ready(self, u: int) -> None:
-        # BEGIN SOLUTION hint: when syncing, start an async all-reduce of the bucket (tag "grads") and remember the handle
+        # BEGIN SOLUTION [step 5] hint: when syncing, start an async all-reduce of the bucket (tag "grads") and remember the handle
         if self._sync:
             self._handles.append((u, self.comm.all_reduce(self.flat_grads[u], tag="grads", async_op=True)))
         # END SOLUTION
 
     def _finish_backward(self) -> None:
         self._launch_unfinished()
-        # BEGIN SOLUTION hint: wait for every handle, then divide those buckets by N (sum -> mean)
+        # BEGIN SOLUTION [step 5] hint: wait for every handle, then divide those buckets by N (sum -> mean)
         for u, handle in self._handles:
             handle.wait()
             self.flat_grads[u].div_(self.world)

@@ -117,7 +117,7 @@ class Engine:
 
     def _on_grad(self, u: int, offset: int, p: torch.Tensor) -> None:
         """Backward has finished parameter p of unit u: move its gradient into the bucket."""
-        # BEGIN SOLUTION hint: add p.grad into the unit's bucket at offset, free p.grad, count down; at zero call _bucket_ready
+        # BEGIN SOLUTION [step 4] hint: add p.grad into the unit's bucket at offset, free p.grad, count down; at zero call _bucket_ready
         g = p.grad
         self._grad_bucket(u)[offset:offset + g.numel()].add_(g.reshape(-1))
         p.grad = None
@@ -156,7 +156,7 @@ class Engine:
         The squares are summed over this rank's shards and all-reduced (when gradients are
         sharded) — the norm of the whole gradient, though no rank holds it.  Same coefficient as
         ``torch.nn.utils.clip_grad_norm_``: min(1, max_norm / (norm + 1e-6))."""
-        # BEGIN SOLUTION hint: local sum of squares (fp32) -> all_reduce over ranks if sharded (tag "norm") -> sqrt -> clamp coefficient -> mul_
+        # BEGIN SOLUTION [step 4] hint: local sum of squares (fp32) -> all_reduce over ranks if sharded (tag "norm") -> sqrt -> clamp coefficient -> mul_
         sq = torch.zeros((), dtype=torch.float32, device=grads[0].device)
         for g in grads:
             sq += g.float().pow(2).sum()

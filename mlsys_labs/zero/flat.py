@@ -46,7 +46,7 @@ class FlatLayout:
 def plan_layout(module: nn.Module, prefix: str, world: int, rank: int) -> FlatLayout:
     """Offsets of ``module``'s trainable parameters in one flat buffer padded to a multiple of world."""
     named = [(f"{prefix}.{n}", p) for n, p in module.named_parameters() if p.requires_grad]
-    # BEGIN SOLUTION hint: pack the parameters back to back; pad the total up to a multiple of world
+    # BEGIN SOLUTION [step 2] hint: pack the parameters back to back; pad the total up to a multiple of world
     offsets, total = [], 0
     for _, p in named:
         offsets.append(total)

@@ -26,7 +26,7 @@ import torch
 
 def model_state_formula(stage: int, psi: float, world: int, mixed: bool = False) -> float:
     """Bytes of parameters + gradients + optimizer states per rank (ZeRO Figure 1)."""
-    # BEGIN SOLUTION hint: bytes per element (p, g, K) = (2, 2, 12) mixed or (4, 4, 8) fp32; divide by N what the stage partitions
+    # BEGIN SOLUTION [step 9] hint: bytes per element (p, g, K) = (2, 2, 12) mixed or (4, 4, 8) fp32; divide by N what the stage partitions
     p, g, k = (2, 2, 12) if mixed else (4, 4, 8)
     n = world
     return {0: (p + g + k) * psi,
@@ -38,7 +38,7 @@ def model_state_formula(stage: int, psi: float, world: int, mixed: bool = False)
 
 def comm_bytes_formula(stage: int, psi: float, world: int, elem_bytes: int) -> float:
     """Bytes each rank sends per step with ring collectives (ZeRO §7.2)."""
-    # BEGIN SOLUTION hint: 2 (DDP, stages 1-2) or 3 (stage 3) times (N-1)/N · Ψ · b
+    # BEGIN SOLUTION [step 9] hint: 2 (DDP, stages 1-2) or 3 (stage 3) times (N-1)/N · Ψ · b
     factor = 3 if stage == 3 else 2
     return factor * (world - 1) / world * psi * elem_bytes
     # END SOLUTION
@@ -53,7 +53,7 @@ def inventory(engine=None) -> dict[str, int]:
     """Bytes of live tensor storage by category: parameters, gradients, optimizer, frozen, other.
 
     Every storage is counted once (a parameter that is a view of a flat buffer is the buffer)."""
-    # BEGIN SOLUTION hint: map the storages of engine.model_state() (and frozen parameters) to categories; add every torch.Tensor gc.get_objects() finds; sum storage nbytes once per storage
+    # BEGIN SOLUTION [step 9] hint: map the storages of engine.model_state() (and frozen parameters) to categories; add every torch.Tensor gc.get_objects() finds; sum storage nbytes once per storage
     category: dict[tuple[str, int], str] = {}
     storages: dict[tuple[str, int], int] = {}
     if engine is not None:

@@ -22,7 +22,7 @@ class ShardAdamW:
         """One AdamW step on every (param, grad, m, v) quadruple, in place."""
         self.step_count += 1
         beta1, beta2 = self.betas
-        # BEGIN SOLUTION hint: decoupled weight decay, lerp m, update v, bias corrections, addcdiv (torch's order)
+        # BEGIN SOLUTION [step 3] hint: decoupled weight decay, lerp m, update v, bias corrections, addcdiv (torch's order)
         t = float(self.step_count)
         bias_correction1 = 1 - beta1 ** t
         bias_correction2 = 1 - beta2 ** t

@@ -29,7 +29,7 @@ class ZeRO1(Engine):
                 p.data = v
             self.flat_params.append(flat)
             self.flat_grads.append(torch.zeros_like(flat))
-            # BEGIN SOLUTION hint: master = this rank's slice [lo, hi) (a view of flat when fp32, an fp32 copy otherwise); moments of that size
+            # BEGIN SOLUTION [step 6] hint: master = this rank's slice [lo, hi) (a view of flat when fp32, an fp32 copy otherwise); moments of that size
             self.master.append(full32[L.lo:L.hi].clone() if self.mixed else flat[L.lo:L.hi])
             self.exp_avg.append(torch.zeros(L.shard, dtype=torch.float32, device=self.device))
             self.exp_avg_sq.append(torch.zeros(L.shard, dtype=torch.float32, device=self.device))
@@ -38,7 +38,7 @@ class ZeRO1(Engine):
         self._register_grad_hooks()
 
     def _bucket_ready(self, u: int) -> None:
-        # BEGIN SOLUTION hint: when syncing, async reduce-scatter the bucket into its own [lo, hi) chunk (tag "grads")
+        # BEGIN SOLUTION [step 6] hint: when syncing, async reduce-scatter the bucket into its own [lo, hi) chunk (tag "grads")
         if self._sync:
             L, g = self.layouts[u], self.flat_grads[u]
             self._handles.append((u, self.comm.reduce_scatter(g[L.lo:L.hi], g, tag="grads", async_op=True)))
@@ -46,7 +46,7 @@ class ZeRO1(Engine):
 
     def _finish_backward(self) -> None:
         self._launch_unfinished()
-        # BEGIN SOLUTION hint: wait for every handle, then divide this rank's chunk by N
+        # BEGIN SOLUTION [step 6] hint: wait for every handle, then divide this rank's chunk by N
         for u, handle in self._handles:
             handle.wait()
             L = self.layouts[u]
@@ -58,7 +58,7 @@ class ZeRO1(Engine):
         return [g[L.lo:L.hi] for L, g in zip(self.layouts, self.flat_grads)]
 
     def _publish(self) -> None:
-        # BEGIN SOLUTION hint: copy master into this rank's chunk (mixed precision), then all-gather every unit in place (tag "params"), async, wait all
+        # BEGIN SOLUTION [step 6] hint: copy master into this rank's chunk (mixed precision), then all-gather every unit in place (tag "params"), async, wait all
         handles = []
         for L, flat, master in zip(self.layouts, self.flat_params, self.master):
             own = flat[L.lo:L.hi]

@@ -36,7 +36,7 @@ class ZeRO2(ZeRO1):
         self.flat_grads[u] = None  # free the full bucket
 
     def _bucket_ready(self, u: int) -> None:
-        # BEGIN SOLUTION hint: async reduce-scatter the bucket into a new shard-sized tensor (tag "grads"); keep at most max_in_flight, retiring the oldest
+        # BEGIN SOLUTION [step 7] hint: async reduce-scatter the bucket into a new shard-sized tensor (tag "grads"); keep at most max_in_flight, retiring the oldest
         out = torch.empty(self.layouts[u].shard, dtype=self.param_dtype, device=self.device)
         handle = self.comm.reduce_scatter(out, self.flat_grads[u], tag="grads", async_op=True)
         self._in_flight.append((u, handle, out))

@@ -56,7 +56,7 @@ class ZeRO3(Engine):
         self._slots = []  # per unit: [(owning module, attribute name, placeholder parameter)]
         for u, (L, module) in enumerate(zip(self.layouts, self.modules)):
             full32 = flatten(L, L.params, torch.float32)
-            # BEGIN SOLUTION hint: shard = a leaf copy of [lo, hi) in param_dtype (requires grad); master = it (fp32) or an fp32 copy; moments
+            # BEGIN SOLUTION [step 8] hint: shard = a leaf copy of [lo, hi) in param_dtype (requires grad); master = it (fp32) or an fp32 copy; moments
             shard = full32[L.lo:L.hi].to(self.param_dtype).clone().requires_grad_(True)
             self.shards.append(shard)
             self.master.append(full32[L.lo:L.hi].clone() if self.mixed else shard)
@@ -97,7 +97,7 @@ class ZeRO3(Engine):
         return buf
 
     def _before_forward(self, u: int) -> None:
-        # BEGIN SOLUTION hint: wait for (or run) the gather of u, prefetch u+1, remember the buffer's storage, then point the module's parameters at views of _Gather.apply(shard, self, u)
+        # BEGIN SOLUTION [step 8] hint: wait for (or run) the gather of u, prefetch u+1, remember the buffer's storage, then point the module's parameters at views of _Gather.apply(shard, self, u)
         buf = self._wait_gather("fwd", u)
         if u + 1 < len(self.layouts):
             self._start_gather("fwd", u + 1)
@@ -109,7 +109,7 @@ class ZeRO3(Engine):
         # END SOLUTION
 
     def _after_forward(self, u: int) -> None:
-        # BEGIN SOLUTION hint: put the empty placeholders back and forget the buffer (and its storage entry)
+        # BEGIN SOLUTION [step 8] hint: put the empty placeholders back and forget the buffer (and its storage entry)
         for mod, attr, placeholder in self._slots[u]:
             mod._parameters[attr] = placeholder
         buf = self._forward_buffers.pop(u)
@@ -118,7 +118,7 @@ class ZeRO3(Engine):
 
     # ------------------------------------------------- saved tensors in backward
     def _pack(self, t: torch.Tensor):
-        # BEGIN SOLUTION hint: a view of a gathered buffer becomes a _ParamRef(unit, size, stride, offset); anything else is kept
+        # BEGIN SOLUTION [step 8] hint: a view of a gathered buffer becomes a _ParamRef(unit, size, stride, offset); anything else is kept
         u = self._storage_unit.get(t.untyped_storage().data_ptr())
         if u is None or t.dtype != self.param_dtype:
             return t
@@ -126,7 +126,7 @@ class ZeRO3(Engine):
         # END SOLUTION
 
     def _unpack(self, packed):
-        # BEGIN SOLUTION hint: a _ParamRef needs the unit's backward buffer (gather it, prefetch unit-1), then as_strided
+        # BEGIN SOLUTION [step 8] hint: a _ParamRef needs the unit's backward buffer (gather it, prefetch unit-1), then as_strided
         if not isinstance(packed, _ParamRef):
             return packed
         buf = self._backward_buffer(packed.unit)
@@ -141,7 +141,7 @@ class ZeRO3(Engine):
         return self._backward_buffers[u]
 
     def _reduce_scatter_grad(self, u: int, grad_full: torch.Tensor) -> torch.Tensor:
-        # BEGIN SOLUTION hint: make sure unit u was gathered for backward (prefetching u-1), free it, reduce-scatter the gradient (tag "grads") and average
+        # BEGIN SOLUTION [step 8] hint: make sure unit u was gathered for backward (prefetching u-1), free it, reduce-scatter the gradient (tag "grads") and average
         self._backward_buffer(u)
         del self._backward_buffers[u]
         out = torch.empty(self.layouts[u].shard, dtype=self.param_dtype, device=self.device)
