@@ -30,7 +30,7 @@ def reference_misses(addresses, cache: CacheConfig) -> int:
     return misses
 
 
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 @pytest.mark.parametrize("cache", [CacheConfig(1024, 1, 64), CacheConfig(2048, 4, 32), CacheConfig(512, 8, 64),
                                    CacheConfig(4096, 2, 128), CacheConfig(3 * 2 * 64, 2, 64),
                                    CacheConfig(5 * 4 * 16, 4, 16)], ids=str)
@@ -45,7 +45,7 @@ def test_simulator_matches_reference_lru(cache, rng):
     assert simulate(addresses, cache) == reference_misses(addresses, cache)
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 @pytest.mark.parametrize("cache", [CacheConfig(2 * 64, 2, 64), CacheConfig(4 * 3 * 32, 4, 32),
                                    CacheConfig(6 * 2 * 64, 2, 64)], ids=str)
 def test_simulator_planted_streams(cache):
@@ -107,7 +107,7 @@ def blocked_reference(n, s, tile):
     return out
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 @pytest.mark.parametrize("n, s, tile", [(1, 8, 1), (5, 8, 2), (6, 4, 4), (7, 8, 3), (8, 8, 8), (9, 4, 16)])
 def test_access_streams_are_the_kernels_accesses(n, s, tile):
     """Address for address, in order: the i-k-j and blocked loops written again here (edge
