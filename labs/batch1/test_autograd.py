@@ -204,6 +204,8 @@ def test_gradients_accumulate_across_backward_calls(rng):
 
 @pytest.mark.points(1)
 def test_no_grad_records_no_graph(rng):
+    """Under no_grad nothing is recorded; afterwards (also after an exception) graphs are
+    recorded again, and the tensor computed under no_grad enters them as a constant."""
     x = Tensor(rng.standard_normal(5), requires_grad=True)
     with no_grad():
         assert not is_grad_enabled()
@@ -216,6 +218,9 @@ def test_no_grad_records_no_graph(rng):
     except RuntimeError:
         pass
     assert is_grad_enabled(), "no_grad must restore grad mode after an exception"
+    z = add(mul(x, x), y)               # y is a constant now: only x gets a gradient
+    z.backward(np.ones(5))
+    assert_close(x.grad, 2 * x.data, dtype="float64", what="gradient of a graph built after no_grad")
 
 
 @pytest.mark.points(1)
