@@ -1,4 +1,5 @@
-"""The math without any engine: aggregation, server optimizers, FedProx's term, DP."""
+"""The math without any engine: aggregation (README step 2), server optimizers (step 3),
+FedProx's term (step 4), local training (step 5), DP (step 6)."""
 import numpy as np
 import pytest
 import torch
@@ -17,6 +18,7 @@ def _random_weights(rng, scale=1.0):
             "fc2.weight": rng.standard_normal((10, 64)) * scale, "fc2.bias": rng.standard_normal(10) * scale}
 
 
+@pytest.mark.step(2)
 @pytest.mark.points(2)
 def test_weighted_average_matches_flower(rng):
     from flwr.app import ArrayRecord, MetricRecord, RecordDict
@@ -41,6 +43,7 @@ def test_weighted_average_matches_flower(rng):
     assert_close(FedProx().aggregate(_random_weights(rng), results)["fc2.bias"], ours["fc2.bias"], dtype="float64")
 
 
+@pytest.mark.step(3)
 @pytest.mark.points(2)
 def test_fedavgm_is_sgd_momentum_on_the_pseudo_gradient(rng):
     """FedAvgM = torch.optim.SGD(momentum=β) stepping on Δ = w_t − avg (Hsu et al. 2019)."""
@@ -59,6 +62,7 @@ def test_fedavgm_is_sgd_momentum_on_the_pseudo_gradient(rng):
         assert_close(w[k], ref[k], dtype="float64", scale=100, what=f"FedAvgM {k}")
 
 
+@pytest.mark.step(3)
 @pytest.mark.points(2)
 def test_fedadam_follows_reddi_et_al(rng):
     lr, b1, b2, tau = 0.05, 0.9, 0.99, 1e-3
@@ -81,6 +85,7 @@ def test_fedadam_follows_reddi_et_al(rng):
         assert_close(w[k], ref[k], dtype="float64", scale=1000, what=f"FedAdam {k}")
 
 
+@pytest.mark.step(4)
 @pytest.mark.points(2)
 def test_proximal_term_value_and_gradient(rng):
     model = new_model(int(rng.integers(1 << 30)))
@@ -94,6 +99,7 @@ def test_proximal_term_value_and_gradient(rng):
         assert_close(p.grad, mu * (p.detach().double() - a.double()), dtype="float32", what="∇ = μ(w − w_t)")
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(2)
 def test_local_training_matches_a_plain_torch_loop(rng, seed):
     """train_local = minibatch SGD on reshuffled epochs (torch.randperm with the seed),
@@ -122,6 +128,7 @@ def test_local_training_matches_a_plain_torch_loop(rng, seed):
         assert_close(a, b, dtype="float32", scale=10, what=f"{name} after {steps} steps")
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(1)
 def test_proximal_term_keeps_clients_near_the_global_model(rng, seed):
     x = rng.standard_normal((200, 64)).astype(np.float32)
@@ -136,6 +143,7 @@ def test_proximal_term_keeps_clients_near_the_global_model(rng, seed):
     assert drift[1.0] < 0.9 * drift[0.0], f"‖w − w_t‖ with μ=1 vs μ=0: {drift}"
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(1)
 @settings(max_examples=30, deadline=None)
 @given(scale=st.floats(1e-3, 1e3), clip=st.floats(0.01, 10.0), seed=st.integers(0, 2**31 - 1))
@@ -149,6 +157,7 @@ def test_clipping_bounds_the_norm_and_keeps_the_direction(scale, clip, seed):
         assert_close(clipped[k], update[k] * expected_scale, dtype="float64", what=f"clipped {k}")
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(1)
 def test_gaussian_noise_has_the_stated_std(rng):
     zeros = {"a": np.zeros((300, 300)), "b": np.zeros(20000)}
@@ -157,7 +166,12 @@ def test_gaussian_noise_has_the_stated_std(rng):
     sample = np.concatenate([noisy["a"].ravel(), noisy["b"]])
     assert abs(sample.std() / (z * clip) - 1) < 0.02, f"std {sample.std()} vs z·C = {z * clip}"
     assert abs(sample.mean()) < 0.02 * z * clip
-    # z = 0: privatize is pure clipping of the update around the global weights
+
+
+@pytest.mark.step(6)
+@pytest.mark.points(1)
+def test_privatize_without_noise_is_pure_clipping(rng):
+    """z = 0: privatize is pure clipping of the update around the global weights."""
     g, local = _random_weights(rng), _random_weights(rng)
     out = privatize(local, g, 1.0, 0.0, rng)
     delta = {k: out[k] - g[k] for k in g}

@@ -1,5 +1,8 @@
 """Learning dynamics of the federation, run by the in-process engine (the same ServerApp
-loop and ClientApp as Flower's engines, without Ray's start-up cost)."""
+loop and ClientApp as Flower's engines, without Ray's start-up cost).
+
+README step 5 (the federation runs once local training is written), except the DP run
+(step 6)."""
 import numpy as np
 import pytest
 
@@ -10,6 +13,7 @@ from mlsys_labs.federated.server_app import rounds_to_accuracy
 from mlsys_labs.federated.simulation import run_in_process
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(3)
 def test_fedavg_on_iid_clients_is_within_2_points_of_centralized(seed):
     seed = seed % 10_000
@@ -22,6 +26,7 @@ def test_fedavg_on_iid_clients_is_within_2_points_of_centralized(seed):
     assert fed["final_accuracy"] > 0.9
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(2)
 def test_stronger_label_skew_needs_more_rounds_to_90(seed):
     """Dirichlet α = 0.1 vs α = 1.0, 3 of 10 clients per round, mean over 3 seeds."""
@@ -35,6 +40,7 @@ def test_stronger_label_skew_needs_more_rounds_to_90(seed):
     assert np.mean(rounds[0.1]) > np.mean(rounds[1.0]), f"rounds to 90% by α: {rounds}"
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(3)
 def test_fedprox_with_stragglers_beats_fedavg_dropping_them(seed):
     """50% of the clients are stragglers (a fixed half; each round they finish only part of
@@ -56,6 +62,7 @@ def test_fedprox_with_stragglers_beats_fedavg_dropping_them(seed):
     assert prox_mean >= avg_mean, f"mean FedProx {prox_mean:.3f} < FedAvg {avg_mean:.3f}; per seed {scores}"
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(1)
 def test_a_fixed_seed_is_reproducible(seed):
     cfg = FedConfig(num_clients=5, num_rounds=3, fraction=0.6, partitioning="dirichlet:0.5",
@@ -68,6 +75,7 @@ def test_a_fixed_seed_is_reproducible(seed):
     assert c["weights_digest"] != a["weights_digest"], "a different seed gave the same model"
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(1)
 def test_client_sampling_fraction(seed):
     h = run_in_process(FedConfig(num_clients=10, num_rounds=4, fraction=0.3, seed=seed % 10_000))
@@ -77,6 +85,7 @@ def test_client_sampling_fraction(seed):
     assert len({tuple(s) for s in sampled}) > 1, f"the same clients every round: {sampled}"
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(1)
 def test_a_raising_client_does_not_stop_the_run(seed):
     h = run_in_process(FedConfig(num_clients=5, num_rounds=3, fail_partitions="1,3", fail_round=2,
@@ -88,6 +97,7 @@ def test_a_raising_client_does_not_stop_the_run(seed):
     assert r3["accuracy"] > 0.5
 
 
+@pytest.mark.step(6)
 @pytest.mark.points(2)
 def test_differential_privacy_still_converges_at_a_cost(seed):
     s = seed % 10_000
@@ -100,10 +110,11 @@ def test_differential_privacy_still_converges_at_a_cost(seed):
     assert heavy["final_accuracy"] < plain["final_accuracy"], "heavy noise should cost accuracy"
 
 
+@pytest.mark.step(5)
 @pytest.mark.points(1)
 @pytest.mark.hidden
-def test_server_optimizers_converge(seed):
-    for strategy in ("fedavgm", "fedadam"):
-        h = run_in_process(FedConfig(num_clients=10, num_rounds=15, local_epochs=2, strategy=strategy,
-                                     partitioning="dirichlet:1.0", seed=seed % 10_000))
-        assert h["final_accuracy"] > 0.85, f"{strategy}: {[round(r['accuracy'], 3) for r in h['rounds']]}"
+@pytest.mark.parametrize("strategy", ["fedavgm", "fedadam"])
+def test_server_optimizers_converge(strategy, seed):
+    h = run_in_process(FedConfig(num_clients=10, num_rounds=15, local_epochs=2, strategy=strategy,
+                                 partitioning="dirichlet:1.0", seed=seed % 10_000))
+    assert h["final_accuracy"] > 0.85, f"{strategy}: {[round(r['accuracy'], 3) for r in h['rounds']]}"

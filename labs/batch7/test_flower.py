@@ -1,4 +1,6 @@
-"""Flower's own engines: the simulation engine (Ray) and deployment (real processes)."""
+"""Flower's own engines: the simulation engine (Ray) and deployment (real processes).
+
+README step 5: they run once local training is written (steps 1–5)."""
 import os
 import shutil
 import time
@@ -9,6 +11,8 @@ import pytest
 from mlsys_labs.common.procs import descendants
 from mlsys_labs.federated import FedConfig
 from mlsys_labs.federated.simulation import run_flower_simulation, run_in_process
+
+pytestmark = pytest.mark.step(5)
 
 FAULTY = FedConfig(num_clients=4, num_rounds=3, fraction=0.75, fail_partitions="1,2", fail_round=2,
                    partitioning="dirichlet:1.0")

@@ -1,4 +1,6 @@
-"""Partitioners: every sample in exactly one client, seeded, and α controls the skew."""
+"""Partitioners: every sample in exactly one client, seeded, and α controls the skew.
+
+README step 1 (``data.py``); each partitioner is its own test."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,8 +9,11 @@ from hypothesis import strategies as st
 from mlsys_labs.federated.data import (label_histograms, load_digits_split, make_partitions,
                                        partition_dirichlet, partition_iid, partition_pathological)
 
-SCHEMES = st.sampled_from(["iid", "dirichlet:0.1", "dirichlet:0.5", "dirichlet:5.0", "classes:1",
-                           "classes:2", "classes:3"])
+pytestmark = pytest.mark.step(1)
+
+SCHEMES = {"iid": st.just("iid"),
+           "dirichlet": st.sampled_from(["dirichlet:0.1", "dirichlet:0.5", "dirichlet:5.0"]),
+           "pathological": st.sampled_from(["classes:1", "classes:2", "classes:3"])}
 
 
 def _labels(rng, n, num_classes=10):
@@ -16,11 +21,13 @@ def _labels(rng, n, num_classes=10):
     return rng.permutation(np.concatenate([np.arange(num_classes), rng.integers(0, num_classes, n - num_classes)]))
 
 
-@pytest.mark.points(2)
+@pytest.mark.points(1)
+@pytest.mark.parametrize("partitioner", list(SCHEMES))
 @settings(max_examples=25, deadline=None)
-@given(scheme=SCHEMES, num_partitions=st.integers(10, 20), n=st.integers(400, 1500),
+@given(data=st.data(), num_partitions=st.integers(10, 20), n=st.integers(400, 1500),
        seed=st.integers(0, 2**31 - 1))
-def test_partitions_cover_the_data_exactly_once(scheme, num_partitions, n, seed):
+def test_partitions_cover_the_data_exactly_once(partitioner, data, num_partitions, n, seed):
+    scheme = data.draw(SCHEMES[partitioner], label="scheme")
     labels = _labels(np.random.default_rng(seed), n)
     name, _, arg = scheme.partition(":")
     rng = np.random.default_rng(seed)
@@ -80,11 +87,11 @@ def test_pathological_gives_k_classes_each(k, num_partitions, seed):
 
 @pytest.mark.points(1)
 @pytest.mark.hidden
-def test_partitioners_are_seeded(seed):
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet:0.3", "classes:2"])
+def test_partitioners_are_seeded(scheme, seed):
     _, y, _, _ = load_digits_split(0)
-    for scheme in ("iid", "dirichlet:0.3", "classes:2"):
-        a = make_partitions(scheme, y, 10, seed)
-        b = make_partitions(scheme, y, 10, seed)
-        c = make_partitions(scheme, y, 10, seed + 1)
-        assert all(np.array_equal(p, q) for p, q in zip(a, b)), f"{scheme}: same seed, different split"
-        assert not all(np.array_equal(p, q) for p, q in zip(a, c)), f"{scheme}: seed ignored"
+    a = make_partitions(scheme, y, 10, seed)
+    b = make_partitions(scheme, y, 10, seed)
+    c = make_partitions(scheme, y, 10, seed + 1)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b)), f"{scheme}: same seed, different split"
+    assert not all(np.array_equal(p, q) for p, q in zip(a, c)), f"{scheme}: seed ignored"

@@ -64,8 +64,11 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
 
 
 def partition_iid(labels: np.ndarray, num_partitions: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A uniform random split into ``num_partitions`` near-equal parts (sizes differ by ≤ 1)."""
-    # BEGIN SOLUTION hint: shuffle all indices (rng.permutation), then np.array_split into equal parts
+    """A uniform random split into ``num_partitions`` near-equal parts (sizes differ by ≤ 1).
+
+    Returns ``num_partitions`` sorted integer arrays of indices into ``labels``, disjoint and
+    together covering ``range(len(labels))``; every random draw comes from ``rng``."""
+    # BEGIN SOLUTION [step 1] hint: shuffle all indices (rng.permutation(len(labels))), np.array_split into num_partitions parts, np.sort each; returns a list of index arrays covering every sample once
     order = rng.permutation(len(labels))
     return [np.sort(part) for part in np.array_split(order, num_partitions)]
     # END SOLUTION
@@ -78,9 +81,11 @@ def partition_dirichlet(labels: np.ndarray, num_partitions: int, alpha: float,
     p_c ~ Dir(α·1_K) and cut the (shuffled) samples of class c at the cumulative shares.
 
     Draws again (up to ``max_tries``) while some client has fewer than
-    ``min_partition_size`` samples, as flwr-datasets' ``DirichletPartitioner`` does.
+    ``min_partition_size`` samples, as flwr-datasets' ``DirichletPartitioner`` does, and
+    raises ``ValueError`` if no draw qualifies.  Returns ``num_partitions`` sorted integer
+    arrays of indices into ``labels``, disjoint and covering every sample; draws from ``rng``.
     """
-    # BEGIN SOLUTION hint: per class, shares = rng.dirichlet([alpha]*K); cut points = (cumsum(shares)*n_c).astype(int)[:-1]; np.split the shuffled class indices
+    # BEGIN SOLUTION [step 1] hint: per class c, shuffle its indices (rng.permutation), shares = rng.dirichlet([alpha]*K), cut points = (np.cumsum(shares)*n_c).astype(int)[:-1], np.split; client k gets chunk k of every class (sorted); redraw all while a client has < min_partition_size, ValueError after max_tries
     for _ in range(max_tries):
         parts: list[list[np.ndarray]] = [[] for _ in range(num_partitions)]
         for c in np.unique(labels):
@@ -104,7 +109,9 @@ def partition_pathological(labels: np.ndarray, num_partitions: int, classes_per_
     class order, and the samples of each class are divided evenly among its holders.
 
     Needs ``num_partitions * classes_per_partition >= number of classes`` so that every
-    class has a holder (else samples would be lost).
+    class has a holder (else samples would be lost).  Returns ``num_partitions`` sorted
+    integer arrays of indices into ``labels``, disjoint and covering every sample; draws
+    from ``rng``.
     """
     classes = np.unique(labels)
     if num_partitions * classes_per_partition < len(classes):
@@ -112,7 +119,7 @@ def partition_pathological(labels: np.ndarray, num_partitions: int, classes_per_
                          f"{len(classes)} classes")
     if classes_per_partition > len(classes):
         raise ValueError(f"{classes_per_partition} classes per client > {len(classes)} classes")
-    # BEGIN SOLUTION hint: deal classes round-robin: client k holds order[(k*m + j) % C] for j < m; split each class's shuffled indices evenly among its holders
+    # BEGIN SOLUTION [step 1] hint: order = rng.permutation(classes); client k holds order[(k*m + j) % C] for j < m (m classes each); split each class's shuffled indices evenly (np.array_split) among its holders; np.sort each client's indices
     order = rng.permutation(classes)
     holders: dict[int, list[int]] = {int(c): [] for c in classes}
     for k in range(num_partitions):

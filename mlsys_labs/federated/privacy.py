@@ -24,8 +24,11 @@ def global_norm(update: Weights) -> float:
 
 
 def clip_update(update: Weights, clip_norm: float) -> Weights:
-    """Δ · min(1, C/‖Δ‖₂): unchanged inside the ball of radius C, scaled onto it outside."""
-    # BEGIN SOLUTION hint: scale = min(1, clip_norm / global_norm(update)) (guard a zero norm); multiply every array
+    """Δ · min(1, C/‖Δ‖₂): unchanged inside the ball of radius C, scaled onto it outside.
+
+    ``update`` maps array names to numpy arrays; ‖Δ‖₂ is :func:`global_norm` (all arrays as
+    one vector).  Returns a new dict, the same names and shapes, float64 arrays."""
+    # BEGIN SOLUTION [step 6] hint: scale = min(1, clip_norm / global_norm(update)), 1 for a zero norm; return {name: float64 array * scale}
     norm = global_norm(update)
     scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
     return {k: np.asarray(a, dtype=np.float64) * scale for k, a in update.items()}
@@ -34,8 +37,12 @@ def clip_update(update: Weights, clip_norm: float) -> Weights:
 
 def add_gaussian_noise(update: Weights, clip_norm: float, noise_multiplier: float,
                        rng: np.random.Generator) -> Weights:
-    """Δ + N(0, (z·C)²) elementwise, noise drawn from ``rng``."""
-    # BEGIN SOLUTION hint: std = noise_multiplier * clip_norm; add rng.normal(0, std, shape) to every array
+    """Δ + N(0, (z·C)²) elementwise, noise drawn from ``rng``.
+
+    ``update`` maps array names to numpy arrays; returns a new dict, the same names and
+    shapes, float64 arrays, with independent noise of std ``noise_multiplier * clip_norm``
+    on every element."""
+    # BEGIN SOLUTION [step 6] hint: std = noise_multiplier * clip_norm; return {name: float64 array + rng.normal(0.0, std, size=array.shape)}
     std = noise_multiplier * clip_norm
     return {k: np.asarray(a, dtype=np.float64) + rng.normal(0.0, std, size=np.shape(a))
             for k, a in update.items()}

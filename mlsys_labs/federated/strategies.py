@@ -27,10 +27,15 @@ Weights = dict[str, np.ndarray]
 
 
 def weighted_average(results: list[tuple[Weights, int]]) -> Weights:
-    """Σ_k n_k w_k / Σ_k n_k for every array name (FedAvg's aggregate), in float64."""
+    """Σ_k n_k w_k / Σ_k n_k for every array name (FedAvg's aggregate), in float64.
+
+    ``results`` holds one ``(weights, n_k)`` per client that replied: ``weights`` maps each
+    array name to a numpy array (the same names and shapes for every client), ``n_k`` is the
+    client's number of training examples.  Returns a new dict: the same names and shapes,
+    float64 arrays."""
     if not results:
         raise ValueError("nothing to aggregate: no client replied")
-    # BEGIN SOLUTION hint: total = sum of n_k; for each name: sum_k (n_k / total) * w_k[name] in float64
+    # BEGIN SOLUTION [step 2] hint: total = sum of n_k; for each name: sum over clients of (n_k / total) * w_k[name] as float64 arrays; return {name: average}
     total = float(sum(n for _, n in results))
     names = results[0][0].keys()
     return {name: sum(np.asarray(w[name], dtype=np.float64) * (n / total) for w, n in results)
@@ -59,7 +64,13 @@ class FedProx(FedAvg):
 
 @dataclass
 class FedAvgM(FedAvg):
-    """Server momentum (Hsu et al. 2019): v ← βv + (w_t − avg), w ← w_t − η v."""
+    """Server momentum (Hsu et al. 2019): v ← βv + (w_t − avg), w ← w_t − η v.
+
+    ``aggregate(w_t, results)`` returns w_{t+1} (a dict of float64 arrays, the names of
+    ``w_t``); avg is :func:`weighted_average` of ``results``.  ``velocity`` (one array per
+    name) carries v from one round to the next: it is None before the first round, and the
+    first round sets v = Δ — exactly ``torch.optim.SGD(lr=η, momentum=β)`` stepping on the
+    gradient Δ = w_t − avg."""
 
     server_lr: float = 1.0
     momentum: float = 0.9
@@ -67,7 +78,7 @@ class FedAvgM(FedAvg):
 
     def aggregate(self, global_weights: Weights, results: list[tuple[Weights, int]]) -> Weights:
         avg = weighted_average(results)
-        # BEGIN SOLUTION hint: delta = w_t - avg; velocity = momentum * velocity + delta (velocity starts at delta); return w_t - server_lr * velocity
+        # BEGIN SOLUTION [step 3] hint: per name: delta = w_t - avg; self.velocity = momentum * velocity + delta (the first round: velocity = delta); return {name: w_t - server_lr * velocity}
         delta = {k: global_weights[k] - avg[k] for k in avg}
         if self.velocity is None:
             self.velocity = delta
@@ -79,7 +90,12 @@ class FedAvgM(FedAvg):
 
 @dataclass
 class FedAdam(FedAvg):
-    """Adam on the server (Reddi et al. 2021 Alg. 2, no bias correction)."""
+    """Adam on the server (Reddi et al. 2021 Alg. 2, no bias correction).
+
+    ``aggregate(w_t, results)`` returns w_{t+1} (a dict of float64 arrays, the names of
+    ``w_t``) with Δ = avg − w_t, avg = :func:`weighted_average` of ``results``;
+    ``m`` and ``v`` (one array per name, None before the first round = zeros) carry the
+    moments from one round to the next."""
 
     server_lr: float = 0.01
     beta1: float = 0.9
@@ -90,7 +106,7 @@ class FedAdam(FedAvg):
 
     def aggregate(self, global_weights: Weights, results: list[tuple[Weights, int]]) -> Weights:
         avg = weighted_average(results)
-        # BEGIN SOLUTION hint: delta = avg - w_t; m = b1*m + (1-b1)*delta; v = b2*v + (1-b2)*delta**2 (m, v start at 0); w_t + lr * m / (sqrt(v) + tau)
+        # BEGIN SOLUTION [step 3] hint: per name: delta = avg - w_t; self.m = beta1*m + (1-beta1)*delta; self.v = beta2*v + (1-beta2)*delta**2 (m, v start at zeros); return {name: w_t + server_lr * m / (np.sqrt(v) + tau)}
         delta = {k: avg[k] - global_weights[k] for k in avg}
         if self.m is None:
             self.m = {k: np.zeros_like(d) for k, d in delta.items()}

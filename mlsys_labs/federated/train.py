@@ -33,8 +33,12 @@ def single_thread():
 
 
 def proximal_term(model: nn.Module, global_params: list[torch.Tensor], mu: float) -> torch.Tensor:
-    """FedProx's μ/2 · ‖w − w_t‖², summed over all parameters (a differentiable scalar)."""
-    # BEGIN SOLUTION hint: sum over parameters of ((w - w_t) ** 2).sum(), times mu / 2
+    """FedProx's μ/2 · ‖w − w_t‖², summed over all parameters (a differentiable scalar).
+
+    ``global_params`` are w_t, one float32 tensor per ``model.parameters()`` in the same
+    order (detached: no gradient flows into them).  Returns a 0-dim float32 tensor whose
+    gradient with respect to each parameter w is μ (w − w_t)."""
+    # BEGIN SOLUTION [step 4] hint: zip(model.parameters(), global_params); sum of ((w - w_t) ** 2).sum() over the pairs, times mu / 2; keep it a torch tensor (no .item()) so it can be backpropagated
     total = torch.zeros((), dtype=torch.float32)
     for w, w_t in zip(model.parameters(), global_params):
         total = total + ((w - w_t) ** 2).sum()
@@ -51,8 +55,13 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, steps: int, b
                 lr: float, mu: float = 0.0, seed: int = 0) -> float:
     """Run ``steps`` minibatch SGD steps on (x, y), in place; returns the mean loss.
 
-    Minibatches come from reshuffled epochs drawn with ``seed`` (reproducible).  With
-    ``mu > 0`` the loss adds :func:`proximal_term` against the weights at entry (w_t).
+    Minibatches come from reshuffled epochs drawn with ``seed`` (reproducible): each epoch
+    is ``torch.randperm(len(y), generator=gen)`` cut into consecutive batches of
+    ``batch_size`` (the last one of an epoch may be smaller and is a step too), and epochs
+    follow one another until exactly ``steps`` steps are done.  The loss of a step is the
+    mean cross-entropy of the batch, plus :func:`proximal_term` against the weights at
+    entry (w_t, ``global_params``) when ``mu > 0``; the optimiser is plain SGD at ``lr``
+    (``opt``).  Returns the mean of the step losses (a float; nan for 0 steps).
     """
     gen = torch.Generator().manual_seed(seed)
     xs, ys = torch.as_tensor(x), torch.as_tensor(y)
@@ -61,7 +70,7 @@ def train_local(model: nn.Module, x: np.ndarray, y: np.ndarray, *, steps: int, b
     losses = []
     model.train()
     with single_thread():
-        # BEGIN SOLUTION hint: loop over minibatches of reshuffled epochs (torch.randperm with gen) until `steps` steps; loss = cross_entropy (+ proximal_term when mu > 0); zero_grad/backward/step
+        # BEGIN SOLUTION [step 5] hint: while fewer than `steps` steps: order = torch.randperm(len(ys), generator=gen), batches order[i:i + batch_size]; loss = F.cross_entropy(model(xs[b]), ys[b]) (+ proximal_term(model, global_params, mu) if mu > 0); opt.zero_grad(), loss.backward(), opt.step(); return the mean of loss.item()
         done = 0
         while done < steps:
             order = torch.randperm(len(ys), generator=gen)
