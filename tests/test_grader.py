@@ -157,3 +157,35 @@ def test_first_line_of_a_failure_names_the_stub_or_the_raising_function():
              "mlsys_labs/common/tolerance.py:10: in assert_close\n")
     line = failure_summary(crash)
     assert line.startswith("numpy.exceptions.AxisError: axis 9") and "forward (mlsys_labs/nn/ops/reduce.py:40)" in line
+
+
+def test_symlinks_special_and_huge_files_are_refused(toy_repo, tmp_path):
+    import os
+
+    for make, message in [
+        (lambda pkg: (pkg / "nn" / "peek.py").symlink_to(toy_repo / "mlsys_labs" / "nn" / "__init__.py"), "symbolic link"),
+        (lambda pkg: os.mkfifo(pkg / "nn" / "pipe"), "special file"),
+        (lambda pkg: (pkg / "nn" / "big.bin").write_bytes(b"\0" * (11 * 2**20)), "at most 10 MiB"),
+    ]:
+        sub = tmp_path / message.replace(" ", "-")
+        shutil.copytree(toy_repo / "mlsys_labs", sub / "mlsys_labs")
+        make(sub / "mlsys_labs")
+        with pytest.raises(GradeError, match=message):
+            grade(1, sub, root=toy_repo, timeout=60)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "mlsys_labs").symlink_to(toy_repo / "mlsys_labs")
+    with pytest.raises(GradeError, match="symbolic link"):
+        grade(1, linked, root=toy_repo, timeout=60)
+
+
+def test_hidden_tests_show_no_output_to_the_student(toy_repo, tmp_path):
+    (toy_repo / "labs" / "batch1" / "test_secret.py").write_text(
+        "import pytest\n\n\n@pytest.mark.hidden\ndef test_secret_case():\n"
+        "    assert 'SECRET-INPUT' == 'expected'\n")
+    r = grade(1, toy_repo, root=toy_repo, timeout=60)
+    secret = next(t for t in r.tests if t.name.endswith("test_secret_case"))
+    assert secret.status == "failed" and "SECRET-INPUT" in secret.output     # the instructor's record has it
+    hidden = [t for t in r.gradescope()["tests"] if t["visibility"] == "after_published"]
+    assert hidden and all(t["output"] == "" for t in hidden)
+    assert "SECRET-INPUT" not in json.dumps(r.gradescope()) and "SECRET-INPUT" not in r.markdown()

@@ -87,9 +87,10 @@ class GradeResult:
             "stdout_visibility": "visible",
             "output": f"Lab {self.lab.number} — {self.lab.topic}: {self.score:g} / {self.max_score:g}"
                       + (f"; {len(self.not_run_gpu)} GPU-only tests not run (no CUDA GPU)" if self.not_run_gpu else ""),
+            # a hidden test shows its name, points and verdict only: its output could quote its source
             "tests": [{
                 "name": t.name, "score": t.score, "max_score": t.max_score, "status": t.status,
-                "output": t.output, "visibility": "after_published" if t.hidden else "visible",
+                "output": "" if t.hidden else t.output, "visibility": "after_published" if t.hidden else "visible",
             } for t in self.tests],
         }
 
@@ -100,7 +101,7 @@ class GradeResult:
         for t in self.tests:
             mark = "✅" if t.status == "passed" else "❌"
             lines.append(f"| `{t.name}`{' (hidden)' if t.hidden else ''} | {t.score:g} / {t.max_score:g} | {mark} {t.status} |")
-        failed = [t for t in self.tests if t.status != "passed"]
+        failed = [t for t in self.tests if t.status != "passed" and not t.hidden]
         if failed:
             lines += ["", "<details><summary>Failures</summary>", ""]
             for t in failed:
@@ -155,12 +156,43 @@ def _trim(output: str, limit: int = MAX_OUTPUT) -> str:
 
 
 # ------------------------------------------------------------------ the submission tree
+MAX_FILE_BYTES = 10 * 2**20       # one file of a submission's package
+MAX_PACKAGE_BYTES = 100 * 2**20   # the whole package
+
+
+def check_submission_files(src: Path) -> None:
+    """Refuse what a package of Python sources never needs: symlinks (they could point at
+    the instructor's files), device files, pipes and sockets, oversized files."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(src, followlinks=False):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            rel = path.relative_to(src.parent)
+            if path.is_symlink():
+                raise GradeError(f"the submission contains a symbolic link, {rel}: submit plain files only")
+            if name in dirnames:
+                continue
+            if not path.is_file():
+                raise GradeError(f"the submission contains a special file (device, pipe or socket), {rel}")
+            if st.st_size > MAX_FILE_BYTES:
+                raise GradeError(f"{rel} is {st.st_size / 2**20:.0f} MiB; a file may be at most "
+                                 f"{MAX_FILE_BYTES / 2**20:.0f} MiB")
+            total += st.st_size
+    if total > MAX_PACKAGE_BYTES:
+        raise GradeError(f"the submission's mlsys_labs holds {total / 2**20:.0f} MiB; at most "
+                         f"{MAX_PACKAGE_BYTES / 2**20:.0f} MiB")
+
+
 def prepare_submission(submission: Path, root: Path, workdir: Path) -> Path:
     """Copy the submission's ``mlsys_labs`` into ``workdir`` with the instructor's
     infrastructure on top; return the folder to put first on PYTHONPATH."""
     src = submission / "mlsys_labs"
+    if src.is_symlink():
+        raise GradeError(f"{src} is a symbolic link: submit the package itself")
     if not (src / "__init__.py").is_file():
         raise GradeError(f"no mlsys_labs package in {submission} (expected {src}/__init__.py)")
+    check_submission_files(src)
     dst = workdir / "mlsys_labs"
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in INFRASTRUCTURE:
