@@ -172,7 +172,10 @@ def cmd_run(args, extra: list[str]) -> int:
 def cmd_starter(args) -> int:
     from .grading.starter import write_starter
 
-    stats = write_starter(project_root(), Path(args.dest), solved_through=args.solved_through)
+    if args.lab and args.solved_through is None:
+        raise CLIError("--lab goes with --solved-through K (the steps of that lab solved, every other lab whole)")
+    stats = write_starter(project_root(), Path(args.dest), solved_through=args.solved_through,
+                          lab=_lab_number(args.lab) if args.lab else None)
     print(f"Starter copy written to {args.dest}: {stats['files']} files, {stats['regions']} solution regions "
           f"stubbed, {stats['hidden_tests_removed'] + stats['hidden_modules_removed']} hidden tests left out.")
     print(f"Next: cd {args.dest} && make lab-1   (fill in the NotImplementedError stubs until it says 100%)")
@@ -318,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dest")
     s.add_argument("--solved-through", type=int, metavar="K",
                    help="keep the reference's solution for README steps 1..K (checks that steps stand alone)")
+    s.add_argument("--lab", help="with --solved-through: only this lab's steps count; other labs keep the reference")
     g = sub.add_parser("grade", help="grade a submission: Gradescope results.json + Markdown summary")
     g.add_argument("--lab", help="lab number (default: every lab present)")
     g.add_argument("--submission", help="folder holding the submission's mlsys_labs (default: this checkout)")

@@ -153,3 +153,18 @@ def test_cli_starter_copy_imports_cleanly_and_has_no_solutions(tmp_path):
     assert imp.returncode == 0, imp.stderr[-3000:]
     again = subprocess.run([sys.executable, "-m", "mlsys_labs.cli", "starter", str(dest)], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_solved_through_one_lab_keeps_every_other_lab_whole(tmp_path):
+    """``--solved-through K --lab 3``: lab 3's steps > K stubbed, lab 1 (which lab 3's SGD uses) whole."""
+    from mlsys_labs.common.paths import project_root
+    from mlsys_labs.grading.starter import write_starter
+
+    stats = write_starter(project_root(), tmp_path / "copy", solved_through=1, lab=3)
+    stubbed = [p.relative_to(tmp_path / "copy").as_posix() for p in (tmp_path / "copy" / "mlsys_labs").rglob("*.py")
+               if "grading" not in p.parts
+               and ("NotImplementedError('Lab" in p.read_text() or 'NotImplementedError("Lab' in p.read_text())]
+    assert stats["regions"] > 0 and stubbed
+    assert all(p.startswith("mlsys_labs/collectives/") for p in stubbed), stubbed
+    with pytest.raises(StarterError, match="solved_through"):
+        write_starter(project_root(), tmp_path / "other", lab=3)

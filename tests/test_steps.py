@@ -73,7 +73,7 @@ def test_lab1_steps_stand_alone(k, tmp_path):
     if 1 not in LABS:
         pytest.skip("lab 1 not present")
     copy = tmp_path / f"solved-through-{k}"
-    write_starter(ROOT, copy, solved_through=k)
+    write_starter(ROOT, copy, solved_through=k, lab=1)
     done = grade(1, copy, root=ROOT, timeout=300, pytest_args=("--step", f"1-{k}"))
     assert done.tests, f"no test in steps 1-{k}"
     failed = [f"{t.name}: {t.output.splitlines()[0] if t.output else ''}" for t in done.tests if t.status != "passed"]

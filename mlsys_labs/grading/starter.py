@@ -210,13 +210,18 @@ def _instructor_only(rel: Path) -> bool:
     return rel.parts[:2] == ("benchmarks", "results")
 
 
-def write_starter(root: Path, dest: Path, *, solved_through: int | None = None) -> dict:
+def write_starter(root: Path, dest: Path, *, solved_through: int | None = None, lab: int | None = None) -> dict:
     """Write a learner's copy of the repository at ``root`` into ``dest`` (which must not
     exist or be empty).  Returns counts: files, regions stubbed, hidden tests removed.
 
     ``solved_through=K`` keeps the reference's solution of every region tagged
-    ``[step k]`` with k ≤ K (for checking that each step's tests pass on their own)."""
+    ``[step k]`` with k ≤ K (for checking that each step's tests pass on their own);
+    with ``lab=N`` that applies to lab N only and every other lab keeps its reference
+    code (lab 3's SGD step needs lab 1's optimizer, whatever lab 1's steps are)."""
     root, dest = Path(root).resolve(), Path(dest).resolve()
+    only_lab = lab
+    if only_lab is not None and solved_through is None:
+        raise StarterError("lab= only makes sense with solved_through=K")
     if dest.exists() and any(dest.iterdir()):
         raise StarterError(f"{dest} exists and is not empty: choose a new folder")
     if root == dest:
@@ -230,11 +235,13 @@ def write_starter(root: Path, dest: Path, *, solved_through: int | None = None) 
         if rel.parts[0] == "mlsys_labs" and src.suffix == ".py":
             text = src.read_text()
             package = rel.parts[1] if len(rel.parts) > 2 else None
-            lab = lab_of_package(package) if package else None
-            label = f"Lab {lab.number} ({package})" if lab else f"mlsys_labs.{'.'.join(rel.with_suffix('').parts[1:])}"
-            readme = f"labs/batch{lab.batch}/README.md" if lab else None
-            text, n = stub_source(text, lab_label=label, filename=str(rel), readme=readme,
-                                  solved_through=solved_through)
+            owner = lab_of_package(package) if package else None
+            label = f"Lab {owner.number} ({package})" if owner else f"mlsys_labs.{'.'.join(rel.with_suffix('').parts[1:])}"
+            readme = f"labs/batch{owner.batch}/README.md" if owner else None
+            keep = solved_through
+            if solved_through is not None and only_lab is not None and (owner is None or owner.number != only_lab):
+                keep = 10**6      # another lab: the reference, whole
+            text, n = stub_source(text, lab_label=label, filename=str(rel), readme=readme, solved_through=keep)
             stats["regions"] += n
             _write(target, text)
         elif rel.parts[0] == "labs" and src.suffix == ".py" and src.name.startswith("test_"):
