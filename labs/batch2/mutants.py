@@ -6,8 +6,6 @@ VARIANTS = "labs/batch2/test_variants.py"
 ADV = VARIANTS + "::test_adversarial_shapes"
 PACKING = "labs/batch2/test_packing.py"
 
-MAX_JOBS = 1      # numba compiles each mutant's kernels from scratch; the lab shares 2 cores
-
 MUTANTS = [
     # ---------------------------------------------------------------- step 1: naive i-j-k
     Mutant(
