@@ -55,6 +55,16 @@ def test_optimizer_matches_torch(name, rng):
 
 
 @pytest.mark.points(1)
+def _assert_lr_follows_torch(opt, schedule, t_opt, t_sched, steps: int) -> None:
+    """Step our schedule and torch's side by side; the learning rates agree at every step."""
+    for step in range(steps):
+        assert math.isclose(opt.lr, t_opt.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12), \
+            f"step {step}: lr {opt.lr} vs torch {t_opt.param_groups[0]['lr']}"
+        t_opt.step()
+        t_sched.step()
+        schedule.step()
+
+
 @pytest.mark.step(9)
 def test_warmup_cosine_schedule_matches_torch(rng):
     total, warmup = int(rng.integers(20, 60)), int(rng.integers(2, 10))
@@ -66,12 +76,7 @@ def test_warmup_cosine_schedule_matches_torch(rng):
         torch.optim.lr_scheduler.LinearLR(t_opt, start_factor=1.0 / warmup, end_factor=1.0, total_iters=warmup),
         torch.optim.lr_scheduler.CosineAnnealingLR(t_opt, T_max=total - warmup, eta_min=floor)],
         milestones=[warmup])
-    for step in range(total + 1):
-        assert math.isclose(opt.lr, t_opt.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12), \
-            f"step {step}: lr {opt.lr} vs torch {t_opt.param_groups[0]['lr']}"
-        t_opt.step()
-        t_sched.step()
-        schedule.step()
+    _assert_lr_follows_torch(opt, schedule, t_opt, t_sched, total + 1)
     for step in range(total + 1, total + 6):        # after T: held at min_lr (torch's cosine would rise)
         assert math.isclose(opt.lr, floor, rel_tol=1e-9, abs_tol=1e-12), f"step {step}: lr {opt.lr} != min {floor}"
         schedule.step()
@@ -85,12 +90,7 @@ def test_cosine_schedule_without_warmup_matches_torch(rng):
     schedule = WarmupCosine(opt, total, warmup_steps=0, min_lr=floor)
     t_opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
     t_sched = torch.optim.lr_scheduler.CosineAnnealingLR(t_opt, T_max=total, eta_min=floor)
-    for step in range(total + 1):
-        assert math.isclose(opt.lr, t_opt.param_groups[0]["lr"], rel_tol=1e-9, abs_tol=1e-12), \
-            f"step {step}: lr {opt.lr} vs torch {t_opt.param_groups[0]['lr']}"
-        t_opt.step()
-        t_sched.step()
-        schedule.step()
+    _assert_lr_follows_torch(opt, schedule, t_opt, t_sched, total + 1)
 
 
 INITS = {

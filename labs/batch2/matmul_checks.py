@@ -1,4 +1,4 @@
-"""Lab 2 test helpers: the float64 reference and the per-dtype error bound for a matmul."""
+"""Lab 2 test helpers: the float64 reference and the per-dtype error bound for a matmul; a fake clock."""
 from __future__ import annotations
 
 import numpy as np
@@ -83,3 +83,13 @@ def assert_bits_equal(actual, expected, what):
     bad = ~same.all(axis=-1)
     assert not bad.any(), (f"{what}: {int(bad.sum())} elements changed that must not be touched, "
                            f"first at {tuple(int(i) for i in np.argwhere(bad)[0])}")
+
+
+class FakeClock:
+    """time.perf_counter that only moves when a fake kernel advances ``now``."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self):
+        return self.now

@@ -11,7 +11,7 @@ import pytest
 
 from mlsys_labs.matmul import BlockConfig, autotune, matmul_packed, tuned_config
 
-from matmul_checks import assert_matmul_close, random_matrix
+from matmul_checks import FakeClock, assert_matmul_close, random_matrix
 
 # the module, not the function of the same name that the package exports
 autotune_module = importlib.import_module("mlsys_labs.matmul.autotune")
@@ -91,16 +91,6 @@ def test_autotune_picks_the_fastest_and_reuses_the_cache(tmp_path, monkeypatch):
     assert calls == [], "a cached choice was timed again"
     assert autotune(np.float64, space=TINY, n=32, repeats=1, cache_path=path, refresh=True) == cfg
     assert len(calls) == 4
-
-
-class FakeClock:
-    """time.perf_counter that only moves when the fake kernel runs."""
-
-    def __init__(self):
-        self.now = 50.0
-
-    def __call__(self):
-        return self.now
 
 
 @pytest.mark.points(2)
