@@ -146,3 +146,44 @@ def test_editing_a_numba_function_reaches_its_caller_compiled_in_another_file(to
     (nn / "jit_a.py").write_text((nn / "jit_a.py").read_text().replace("x + 1", "x + 2"))
     second = run()
     assert second.returncode == 0 and second.stdout.strip() == "30", (second.stdout, second.stderr[-2000:])
+
+
+HYPOTHESIS_TEST = '''
+import os
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=15)
+@given(st.lists(st.integers(), min_size=1))
+def test_draws(xs):
+    with open(os.environ["DRAWS_FILE"], "a") as f:
+        f.write(repr(xs) + "\\n")
+
+
+def test_fails_on_purpose(rng):
+    assert rng.integers(10) < 0
+'''
+
+
+def test_seed_reproduces_hypothesis_draws_and_every_failure_names_it(toy_repo, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (toy_repo / "labs" / "batch1" / "test_hyp.py").write_text(HYPOTHESIS_TEST)
+
+    def draws(seed: int) -> tuple[str, str]:
+        out = tmp_path / f"draws-{seed}-{len(list(tmp_path.iterdir()))}.txt"
+        proc = subprocess.run([sys.executable, "-m", "pytest", "labs/batch1/test_hyp.py", "-q", "-p", "no:cacheprovider",
+                               "--seed", str(seed)], cwd=toy_repo, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(toy_repo), "DRAWS_FILE": str(out)})
+        return out.read_text(), proc.stdout
+
+    first, stdout = draws(123)
+    again, _ = draws(123)
+    other, _ = draws(124)
+    assert first == again, "the same --seed drew different Hypothesis examples"
+    assert first != other, "a different --seed drew the same Hypothesis examples"
+    failure = stdout[stdout.index("test_fails_on_purpose"):]
+    assert "reproduce with: pytest labs/batch1/test_hyp.py::test_fails_on_purpose --seed 123" in failure
+    assert not (toy_repo / ".hypothesis" / "examples").exists(), "an example database was written"
