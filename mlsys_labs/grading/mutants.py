@@ -15,8 +15,8 @@ saying which mistake it models.  For each entry the harness
 3. records *killed* (by which test, public or hidden) or *survived*.
 
 A mutant is a test of the tests: a survivor means a learner could make that mistake and
-still get full marks.  Before the mutants, the unmutated reference must pass the same
-tests (otherwise every mutant would look killed).
+still get full marks.  Afterwards every killing test is run once more on the unmutated
+reference with the same seed: a kill by a test that fails on correct code too is no kill.
 
     mlsys-labs mutants --lab 2 --jobs 2
 """
@@ -58,7 +58,7 @@ class Mutant:
 class Outcome:
     """What the graded tests made of one mutant."""
     mutant: Mutant
-    status: str            # "killed" | "survived" | "stale"
+    status: str            # "killed" | "survived" | "stale" | "invalid" (killed by a test the reference fails too)
     by: str = ""           # the killing test's node id (or what stopped the run)
     public: bool = False   # killed by a public (non-hidden) test
     seconds: float = 0.0
@@ -227,19 +227,36 @@ def run_mutant(root: Path, lab: int, m: Mutant, *, seed: int, suite: tuple[str, 
     return Outcome(m, "survived", seconds=time.time() - t0)
 
 
-def check_baseline(root: Path, lab: int, *, seed: int, suite: tuple[str, ...] | None = None,
-                   test_timeout: float = TEST_TIMEOUT_S, run_timeout: float = RUN_TIMEOUT_S) -> str | None:
-    """Run the unmutated reference through the same tests; the failing test, or None."""
-    suite = tuple(suite) if suite else (f"labs/batch{lab}",)
-    with tempfile.TemporaryDirectory(prefix="mlsys-mutant-baseline-") as tmp:
+def verify_kills(root: Path, lab: int, outcomes: list[Outcome], *, seed: int,
+                 test_timeout: float = TEST_TIMEOUT_S, run_timeout: float = RUN_TIMEOUT_S) -> None:
+    """Run every killing test on the unmutated reference, same seed: a kill counts only
+    if that test passes there (a test that fails on correct code says nothing of a bug).
+    Such outcomes become ``"invalid"``.  Cheaper and more to the point than running the
+    whole suite on the reference first."""
+    tests = sorted({o.by for o in outcomes if o.status == "killed" and "::" in o.by})
+    if not tests:
+        return
+    with tempfile.TemporaryDirectory(prefix="mlsys-mutant-reference-") as tmp:
         copy = Path(tmp)
         _copy_project(Path(root).resolve(), lab, copy)
-        for marker in ("not hidden", "hidden"):
-            failed, out, _ = _run_pytest(copy, list(suite), marker, seed, copy / "events.jsonl",
-                                         test_timeout, run_timeout)
-            if failed is not None:
-                return f"{failed}\n{_first_lines(out, 12)}"
-    return None
+        log = copy / "events.jsonl"
+        cmd = [sys.executable, "-m", "pytest", *tests, "-q", "--no-header", "-p", "no:cacheprovider",
+               "--seed", str(seed), f"--timeout={test_timeout:g}", "--grade-log", str(log)]
+        proc = subprocess.Popen(cmd, cwd=copy, env=fresh_env(copy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+        try:
+            out, _ = proc.communicate(timeout=run_timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(proc)
+            out, _ = proc.communicate()
+        finally:
+            kill_group(proc)
+        passed = {ev["nodeid"] for ev in _events(log) if ev.get("event") == "end" and ev.get("outcome") == "passed"}
+    for o in outcomes:
+        if o.status == "killed" and "::" in o.by and o.by not in passed:
+            o.status = "invalid"
+            o.detail = (f"{o.by} also fails on the unmutated reference (seed {seed}), so it proves nothing "
+                        f"about this bug\n{_first_lines(out)}")
 
 
 @dataclass
@@ -258,6 +275,7 @@ class Report:
 
     def problems(self, min_public: float = MIN_PUBLIC) -> list[str]:
         out = [f"{o.mutant.name}: survived ({o.mutant.why})" for o in self.outcomes if o.status == "survived"]
+        out += [f"{o.mutant.name}: {o.detail.splitlines()[0]}" for o in self.outcomes if o.status == "invalid"]
         out += [f"{o.mutant.name}: stale — {o.detail}" for o in self.outcomes if o.status == "stale"]
         if self.outcomes and len(self.outcomes) == len(self.killed) and self.public_fraction < min_public:
             out.append(f"only {100 * self.public_fraction:.0f}% killed by public tests (< {100 * min_public:.0f}%)")
@@ -298,4 +316,5 @@ def run_catalogue(root: Path, lab: int, *, seed: int, jobs: int = 1, only: set[s
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         report.outcomes = list(pool.map(one, mutants))
+    verify_kills(root, lab, report.outcomes, seed=seed, test_timeout=test_timeout)
     return report
