@@ -32,7 +32,7 @@ MUTANTS = [
         old="        if vr + mask < p:\n            comm.Send(flat, ",
         new="        if vr + mask <= p:\n            comm.Send(flat, ",
         why="off by one at the edge of the tree: sends to relative rank p (the root) when p is not a power of two",
-        tests=COLL,
+        tests=(COLL[0] + "::test_bcast",),
     ),
     Mutant(
         name="bcast-binomial-parent-not-shifted",
@@ -40,7 +40,7 @@ MUTANTS = [
         old="comm.Recv(flat, source=(vr - mask + root) % p, tag=TAGS[\"bcast\"])",
         new="comm.Recv(flat, source=(vr - mask) % p, tag=TAGS[\"bcast\"])",
         why="forgets to translate the parent's relative rank back to a real rank (works only for root 0)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_bcast",),
     ),
     Mutant(
         name="reduce-binomial-assign-not-combine",
@@ -48,7 +48,7 @@ MUTANTS = [
         old="            reduce_into(op, acc, incoming)\n",
         new="            acc[...] = incoming\n",
         why="assignment instead of accumulation: the child's partial result overwrites the parent's",
-        tests=COLL,
+        tests=(COLL[0] + "::test_reduce",),
     ),
     Mutant(
         name="reduce-binomial-child-not-shifted",
@@ -56,7 +56,7 @@ MUTANTS = [
         old="source=(vr + mask + root) % p",
         new="source=(vr + mask) % p",
         why="receives from the child's relative rank, not its real rank (works only for root 0)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_reduce",),
     ),
     # -------------------------------------------------------- ring family (step 2)
     Mutant(
@@ -65,7 +65,7 @@ MUTANTS = [
         old="send_block, recv_block = (own - s) % p, (own - s - 1) % p",
         new="send_block, recv_block = (own + s) % p, (own + s + 1) % p",
         why="circulates block indices the wrong way round the ring (data flows right, indices go left)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_bcast",),
     ),
     Mutant(
         name="reduce-scatter-ring-blocks-off-by-one",
@@ -73,7 +73,7 @@ MUTANTS = [
         old="send_block, recv_block = (own - s - 1) % p, (own - s - 2) % p",
         new="send_block, recv_block = (own - s) % p, (own - s - 1) % p",
         why="off by one in the ring schedule: rank r completes block r+1 instead of its own",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="reduce-scatter-ring-forwards-own-contribution",
@@ -81,7 +81,7 @@ MUTANTS = [
         old="block(source if s == 0 else acc, send_block)",
         new="block(source, send_block)",
         why="forwards its own contribution every step instead of the partial sum it just made (fine at p = 2 only)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="reduce-scatter-ring-combines-into-stale-acc",
@@ -89,7 +89,7 @@ MUTANTS = [
         old="combine(op, block(source, recv_block), incoming[:count], out=block(acc, recv_block))",
         new="combine(op, block(acc, recv_block), incoming[:count], out=block(acc, recv_block))",
         why="combines the incoming block with acc (uninitialised when acc is not the source) instead of the contribution",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="reduce-scatter-ring-no-single-rank-case",
@@ -97,7 +97,7 @@ MUTANTS = [
         old="    if p == 1:\n        acc[...] = source\n        return\n",
         new="    if p == 1:\n        return\n",
         why="forgets that with one rank the result is the rank's own contribution (edge size p = 1)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="allreduce-ring-ignores-sendbuf",
@@ -105,7 +105,7 @@ MUTANTS = [
         old="    reduce_scatter_ring(comm, acc, displs, op, source=send)\n",
         new="    reduce_scatter_ring(comm, acc, displs, op)\n",
         why="reduces the output buffer instead of the send buffer (only right in place)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     # ---------------------------------------------------- fold + recursive doubling (step 3)
     Mutant(
@@ -114,7 +114,7 @@ MUTANTS = [
         old="            reduce_into(op, acc, incoming)\n",
         new="            acc[...] = incoming\n",
         why="the odd partner takes the even rank's vector instead of combining it (loses one contribution)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="fold-out-only-first-rem-ranks",
@@ -122,7 +122,7 @@ MUTANTS = [
         old="    if rank < 2 * rem:\n        if rank % 2 == 1:\n            comm.Send(result",
         new="    if rank < rem:\n        if rank % 2 == 1:\n            comm.Send(result",
         why="confuses rem with 2·rem in the fold-out: the odd partners never send the result back",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="allreduce-rd-partner-not-real-rank",
@@ -130,7 +130,7 @@ MUTANTS = [
         old="partner = real_rank(newrank ^ mask, p)",
         new="partner = newrank ^ mask",
         why="pairs new ranks as if they were real ranks (right only when p is a power of two)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="allreduce-rd-no-fold-out",
@@ -138,7 +138,7 @@ MUTANTS = [
         old="            mask <<= 1\n    fold_out(comm, acc)\n",
         new="            mask <<= 1\n",
         why="folds the extra ranks in but never hands them the result",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     # ------------------------------------------- recursive halving / doubling (step 4)
     Mutant(
@@ -147,7 +147,7 @@ MUTANTS = [
         old="            keep, give = (mid, hi), (lo, mid)\n",
         new="            keep, give = (lo, mid), (mid, hi)\n",
         why="both partners keep the lower half (ignores which side of the distance bit this rank is on)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="halving-assign-not-combine",
@@ -155,7 +155,7 @@ MUTANTS = [
         old="reduce_into(op, acc[k0:k1], incoming[:k1 - k0])",
         new="acc[k0:k1] = incoming[:k1 - k0]",
         why="assignment instead of accumulation in the halving step",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="rs-halving-fold-out-wrong-block",
@@ -163,7 +163,7 @@ MUTANTS = [
         old="        block = rank - 1 if rank % 2 else rank\n        piece = acc",
         new="        block = rank\n        piece = acc",
         why="the odd partner hands back its own block instead of its even partner's (non-power-of-two p)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_reduce_scatter",),
     ),
     Mutant(
         name="rs-halving-spans-ignore-fold",
@@ -171,7 +171,7 @@ MUTANTS = [
         old="            first, last = new_rank_blocks(j, p)\n            spans.append((displs[first], displs[last]))\n        recursive_halving_spans",
         new="            spans.append((displs[j], displs[j + 1]))\n        recursive_halving_spans",
         why="gives new rank j original block j, forgetting that after the fold it owns blocks of two ranks",
-        tests=COLL,
+        tests=(COLL[0] + "::test_reduce_scatter",),
     ),
     Mutant(
         name="doubling-spans-unaligned-groups",
@@ -179,7 +179,7 @@ MUTANTS = [
         old="mine, theirs = newrank & ~(mask - 1), partner & ~(mask - 1)",
         new="mine, theirs = newrank, partner",
         why="swaps the group starting at its own rank instead of the aligned group of 2^k ranks it holds",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     Mutant(
         name="allgather-rd-no-fold-out",
@@ -187,7 +187,7 @@ MUTANTS = [
         old="            comm.Recv(flat, source=rank + 1, tag=TAGS[\"allgather\"])\n",
         new="            pass\n",
         why="the rank that sat out never receives the gathered result (non-power-of-two p)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allgather",),
     ),
     Mutant(
         name="rabenseifner-blocks-over-p-not-pof2",
@@ -195,7 +195,7 @@ MUTANTS = [
         old="displs = block_displs(block_counts(acc.size, pof2))",
         new="displs = block_displs(block_counts(acc.size, comm.Get_size()))",
         why="cuts the vector into p blocks instead of p' after the fold: the tail is never reduced at non-powers of two",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allreduce",),
     ),
     # ------------------------------------------ long bcast, Bruck, alltoall (step 5)
     Mutant(
@@ -204,7 +204,7 @@ MUTANTS = [
         old="    allgather_ring_blocks(comm, flat, displs, shift=root)\n",
         new="    allgather_ring_blocks(comm, flat, displs)\n",
         why="runs the allgather as if rank r held block r, but after the scatter it holds block (r − root) mod p",
-        tests=COLL,
+        tests=(COLL[0] + "::test_bcast",),
     ),
     Mutant(
         name="bcast-scatter-sends-one-block-to-subtree",
@@ -212,7 +212,7 @@ MUTANTS = [
         old="span(vr + mask, vr + 2 * mask)",
         new="span(vr + mask, vr + mask + 1)",
         why="sends a child only its own block, not its whole subtree's",
-        tests=COLL,
+        tests=(COLL[0] + "::test_bcast",),
     ),
     Mutant(
         name="bruck-count-not-clipped",
@@ -220,7 +220,7 @@ MUTANTS = [
         old="count = min(distance, p - distance)",
         new="count = distance",
         why="sends 2^k blocks in the last step even when fewer are missing (non-power-of-two p)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allgather",),
     ),
     Mutant(
         name="bruck-rotate-back-wrong-sign",
@@ -228,7 +228,7 @@ MUTANTS = [
         old="np.roll(work, rank, axis=0)",
         new="np.roll(work, -rank, axis=0)",
         why="rotates the gathered rows back the wrong way",
-        tests=COLL,
+        tests=(COLL[0] + "::test_allgather",),
     ),
     Mutant(
         name="alltoall-receive-into-send-partner-slot",
@@ -236,7 +236,7 @@ MUTANTS = [
         old="recvbuf=out[src:src + 1]",
         new="recvbuf=out[dst:dst + 1]",
         why="stores the block received from rank r − s under rank r + s (same partner only at p ≤ 2)",
-        tests=COLL,
+        tests=(COLL[0] + "::test_alltoall",),
     ),
     Mutant(
         name="alltoall-no-own-block",
@@ -244,7 +244,7 @@ MUTANTS = [
         old="    out[rank] = sendbuf[rank]\n",
         new="",
         why="forgets the local copy of its own block",
-        tests=COLL,
+        tests=(COLL[0] + "::test_alltoall",),
     ),
     # ------------------------------------------------------------- cost model (step 6)
     Mutant(
