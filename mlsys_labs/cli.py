@@ -50,13 +50,11 @@ def _record_grade(result, by: str) -> None:
     """Keep this checkout's latest score of a lab (from `run` or `grade`) for `list`."""
     import time
 
-    from .grading.grader import write_outputs
-
     out = reports_dir("grades")
-    write_outputs([result], out / f"lab{result.lab.number}.json", out / f"lab{result.lab.number}.md")
-    data = json.loads((out / f"lab{result.lab.number}.json").read_text())
-    data["recorded"] = {"by": by, "at": time.strftime("%Y-%m-%d %H:%M"), "steps": getattr(result, "steps", None)}
-    (out / f"lab{result.lab.number}.json").write_text(json.dumps(data, indent=1))
+    payload = dict(result.gradescope(), recorded={"by": by, "at": time.strftime("%Y-%m-%d %H:%M"),
+                                                   "steps": getattr(result, "steps", None)})
+    (out / f"lab{result.lab.number}.json").write_text(json.dumps(payload, indent=1))
+    (out / f"lab{result.lab.number}.md").write_text("# mlsys-labs grade\n\n" + result.markdown())
 
 
 def _checkout_of(folder: Path) -> Path | None:

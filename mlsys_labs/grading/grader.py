@@ -229,7 +229,7 @@ def check_imports(lab: Lab, pythonpath: Path, submission: Path, timeout: float =
 
 
 # ---------------------------------------------------------------------------- running
-def _read_events(path: Path, offset: int) -> tuple[list[dict], int]:
+def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     """New complete lines of the event log; a malformed line is skipped, never fatal."""
     if not path.exists():
         return [], offset
@@ -276,7 +276,7 @@ def run_tests(lab: Lab, pythonpath: Path, submission: Path, *, root: Path, timeo
             offset, running, started_at, killed = 0, None, 0.0, None
             try:
                 while True:
-                    events, offset = _read_events(log, offset)
+                    events, offset = read_events(log, offset)
                     for ev in events:
                         if ev["event"] == "collected":
                             for item in ev["items"]:
@@ -302,7 +302,7 @@ def run_tests(lab: Lab, pythonpath: Path, submission: Path, *, root: Path, timeo
                     time.sleep(0.2)
             finally:
                 kill_group(proc)  # and any children the tests left behind (mpiexec, servers)
-        events, offset = _read_events(log, offset)
+        events, offset = read_events(log, offset)
         for ev in events:
             if ev["event"] == "end":
                 verdicts[ev["nodeid"]] = ev

@@ -23,7 +23,6 @@ reference with the same seed: a kill by a test that fails on correct code too is
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -35,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..common.procs import kill_group
+from .grader import read_events
 
 MIN_PUBLIC = 0.90          # share of the catalogue the public tests alone must kill
 TEST_TIMEOUT_S = 300.0     # per test (pytest-timeout), as in grading
@@ -138,43 +138,43 @@ def fresh_env(copy: Path) -> dict:
     return env
 
 
-def _run_pytest(copy: Path, args: list[str], marker: str, seed: int, log: Path,
-                test_timeout: float, run_timeout: float) -> tuple[str | None, str, int]:
-    """Run pytest with ``-x``; return (the first failing node id or None, its output, exit code)."""
+def _pytest(copy: Path, args: list[str], seed: int, log: Path, test_timeout: float,
+            run_timeout: float) -> tuple[str, int | None]:
+    """Run pytest on the copy with its fresh caches and the grade log; (output, exit code,
+    None when it ran past ``run_timeout`` and was killed)."""
     log.unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "pytest", *args, "-x", "-q", "--no-header", "-p", "no:cacheprovider",
-           "-m", marker, "--seed", str(seed), f"--timeout={test_timeout:g}", "--grade-log", str(log)]
+    cmd = [sys.executable, "-m", "pytest", *args, "-q", "--no-header", "-p", "no:cacheprovider",
+           "--seed", str(seed), f"--timeout={test_timeout:g}", "--grade-log", str(log)]
     proc = subprocess.Popen(cmd, cwd=copy, env=fresh_env(copy), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=run_timeout)
+        return out, proc.returncode
     except subprocess.TimeoutExpired:
         kill_group(proc)
-        out, _ = proc.communicate()
-        running = _last_started(log)
-        return running or "(timeout)", f"the tests ran past {run_timeout:.0f} s (a hang)\n{out[-2000:]}", -9
+        return proc.communicate()[0], None
     finally:
         kill_group(proc)
-    if proc.returncode in (0, 5):     # all passed, or nothing selected
-        return None, out, proc.returncode
-    if proc.returncode in (3, 4):     # pytest's internal or usage error: says nothing about the mutant
-        raise HarnessError(f"pytest {' '.join(args)} could not run (exit {proc.returncode}):\n{out[-1500:]}")
+
+
+def _run_pytest(copy: Path, args: list[str], marker: str, seed: int, log: Path,
+                test_timeout: float, run_timeout: float) -> tuple[str | None, str]:
+    """Run pytest with ``-x``; return (the first failing node id or None, its output)."""
+    out, code = _pytest(copy, [*args, "-x", "-m", marker], seed, log, test_timeout, run_timeout)
+    if code is None:
+        return _last_started(log) or "(timeout)", f"the tests ran past {run_timeout:.0f} s (a hang)\n{out[-2000:]}"
+    if code in (0, 5):     # all passed, or nothing selected
+        return None, out
+    if code in (3, 4):     # pytest's internal or usage error: says nothing about the mutant
+        raise HarnessError(f"pytest {' '.join(args)} could not run (exit {code}):\n{out[-1500:]}")
     failed = _first_failure(log)
-    if failed is None:                # a collection error, an internal error or a crash
+    if failed is None:     # a collection error, an internal error or a crash
         failed = _last_started(log) or "(collection)"
-    return failed, out, proc.returncode
+    return failed, out
 
 
 def _events(log: Path) -> list[dict]:
-    if not log.exists():
-        return []
-    events = []
-    for line in log.read_text(errors="replace").splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
-    return events
+    return read_events(log)[0]
 
 
 def _first_failure(log: Path) -> str | None:
@@ -220,7 +220,7 @@ def run_mutant(root: Path, lab: int, m: Mutant, *, seed: int, suite: tuple[str, 
         phases.append((list(suite), "not hidden", True))
         phases.append((list(suite), "hidden", False))
         for args, marker, public in phases:
-            failed, out, _ = _run_pytest(copy, args, marker, seed, log, test_timeout, run_timeout)
+            failed, out = _run_pytest(copy, args, marker, seed, log, test_timeout, run_timeout)
             if failed is not None:
                 return Outcome(m, "killed", by=failed, public=public, seconds=time.time() - t0,
                                detail=_first_lines(out))
@@ -240,17 +240,7 @@ def verify_kills(root: Path, lab: int, outcomes: list[Outcome], *, seed: int,
         copy = Path(tmp)
         _copy_project(Path(root).resolve(), lab, copy)
         log = copy / "events.jsonl"
-        cmd = [sys.executable, "-m", "pytest", *tests, "-q", "--no-header", "-p", "no:cacheprovider",
-               "--seed", str(seed), f"--timeout={test_timeout:g}", "--grade-log", str(log)]
-        proc = subprocess.Popen(cmd, cwd=copy, env=fresh_env(copy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, text=True, start_new_session=True)
-        try:
-            out, _ = proc.communicate(timeout=run_timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            out, _ = proc.communicate()
-        finally:
-            kill_group(proc)
+        out, _ = _pytest(copy, tests, seed, log, test_timeout, run_timeout)
         passed = {ev["nodeid"] for ev in _events(log) if ev.get("event") == "end" and ev.get("outcome") == "passed"}
     for o in outcomes:
         if o.status == "killed" and "::" in o.by and o.by not in passed:
