@@ -70,13 +70,15 @@ def pytest_configure(config):
 
 def _seed_hypothesis(config, seed: int) -> None:
     """Hypothesis draws from the session seed (unless ``--hypothesis-seed`` is given) and
-    replays nothing from an example database: ``--seed N`` reproduces its examples too."""
+    replays nothing from an example database: ``--seed N`` reproduces its examples too.
+    Hypothesis's own CI profile (loaded when ``CI`` is set) derandomizes, which would make
+    every seed draw the same examples: this profile turns that off."""
     try:
         from hypothesis import core, settings
     except ImportError:
         return
     settings.register_profile("mlsys-labs", parent=settings.get_profile(settings.get_current_profile_name()),
-                              database=None)
+                              database=None, derandomize=False)
     settings.load_profile("mlsys-labs")
     if config.getoption("hypothesis_seed", None) is None:
         core.global_force_seed = seed
