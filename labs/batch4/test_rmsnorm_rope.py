@@ -1,29 +1,56 @@
 """Fused RMSNorm against torch's own rms_norm in float64; fused RoPE against Hugging Face
-transformers' apply_rotary_pos_emb in float64, and RoPE's defining property."""
+transformers' apply_rotary_pos_emb in float64, and RoPE's defining property.
+
+The same tests run interpreted on the CPU and natively on a GPU; the ``large`` cases are sized by device."""
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from mlsys_labs.common.tolerance import assert_close, poison_like
+from mlsys_labs.common.device import has_cuda
+from mlsys_labs.common.tolerance import assert_close
 from mlsys_labs.kernels import rmsnorm, rope, rope_cache
 
-GPU = pytest.mark.gpu
+ON_GPU = has_cuda()
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]   # no tl.dot here: bf16 runs interpreted too
+RMS_LARGE = (4096, 8192) if ON_GPU else (3, 3000)
+ROPE_LARGE = (4, 32, 2048, 128) if ON_GPU else (1, 2, 37, 128)
 
 pytestmark = pytest.mark.step(4)
 
 
 @pytest.mark.points(1)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=GPU)])
-@pytest.mark.parametrize("rows,cols", [(9, 70), (4, 256), pytest.param(4096, 8192, marks=GPU, id="gpu-4096x8192")])
-def test_rmsnorm_matches_torch(randn, dtype, rows, cols):
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows,cols", [(9, 70), (4, 256), RMS_LARGE], ids=["9x70", "4x256", "large"])
+def test_rmsnorm_matches_torch(randn, fenced, dtype, rows, cols):
     x, w = randn(rows, cols, dtype=dtype, scale=2.0), randn(cols, dtype=dtype)
-    out = poison_like(x)
-    rmsnorm(x, w, eps=1e-5, out=out)
+    out = fenced((rows, cols), dtype)
+    rmsnorm(x, w, eps=1e-5, out=out.out)
     ref = torch.nn.functional.rms_norm(x.double(), (cols,), w.double(), eps=1e-5)
     # statistics in float32, one rounding of y (and w's) to the dtype
-    assert_close(out, ref, dtype=dtype, scale=2.0, what=f"rmsnorm {rows}x{cols}")
+    assert_close(out.out, ref, dtype=dtype, scale=2.0, what=f"rmsnorm {rows}x{cols}")
+    out.check(f"rmsnorm {rows}x{cols}")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_rmsnorm_rows_near_eps_and_huge_rows(randn, fenced, dtype):
+    """Where eps matters and where float16 statistics overflow: rows whose mean square is 0,
+    eps/100, eps and 100·eps (y differs by 10x if eps is dropped or added outside the square
+    root), a row of |x| ~ 1000 (x² overflows float16: the statistics must be float32), an ordinary row."""
+    eps = 1e-4
+    x = randn(6, 70, scale=1.0)
+    x = x / x.pow(2).mean(-1, keepdim=True).sqrt()                     # every row: mean square 1
+    ms = torch.tensor([0.0, eps / 100, eps, 100 * eps, 1e6, 1.0], device=x.device)
+    x = (x * ms.sqrt()[:, None]).to(dtype)
+    w = randn(70, dtype=dtype)
+    out = fenced(x.shape, dtype)
+    rmsnorm(x, w, eps=eps, out=out.out)
+    ref = torch.nn.functional.rms_norm(x.double(), (70,), w.double(), eps=eps)
+    assert_close(out.out, ref, dtype=dtype, scale=2.0, what="rmsnorm of rows with mean square 0, eps/100, eps, "
+                 "100 eps, 1e6, 1")
+    out.check("rmsnorm near eps")
 
 
 @pytest.mark.points(1)
@@ -51,17 +78,20 @@ def hf_rope(x, positions, base=10000.0):
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=GPU)])
-@pytest.mark.parametrize("b,h,n,d", [(2, 3, 20, 32), (1, 2, 7, 64), pytest.param(4, 32, 2048, 128, marks=GPU, id="gpu-4x32x2048x128")])
-def test_rope_matches_transformers(randn, gen, device, dtype, b, h, n, d):
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("b,h,n,d", [(2, 3, 20, 32), (1, 2, 7, 64), ROPE_LARGE], ids=["2x3x20x32", "1x2x7x64", "large"])
+def test_rope_matches_transformers(randn, gen, device, fenced, dtype, b, h, n, d):
+    """Token counts not a multiple of the launcher's 16-token block; positions drawn, not 0..N-1."""
     q, k = randn(b, h, n, d, dtype=dtype), randn(b, h, n, d, dtype=dtype)
     cos, sin = rope_cache(max(64, 2 * n), d, device=device)
     positions = torch.randint(0, max(64, 2 * n), (n,), generator=gen, dtype=torch.int32).to(device)
-    out_q, out_k = poison_like(q), poison_like(k)
-    rope(q, k, cos, sin, positions, out_q=out_q, out_k=out_k)
+    out_q, out_k = fenced(q.shape, dtype), fenced(k.shape, dtype)
+    rope(q, k, cos, sin, positions, out_q=out_q.out, out_k=out_k.out)
     # float32 table, float32 rotation, one rounding to the dtype
-    assert_close(out_q, hf_rope(q, positions), dtype=dtype, scale=2.0, what="rotated q")
-    assert_close(out_k, hf_rope(k, positions), dtype=dtype, scale=2.0, what="rotated k")
+    assert_close(out_q.out, hf_rope(q, positions), dtype=dtype, scale=2.0, what="rotated q")
+    assert_close(out_k.out, hf_rope(k, positions), dtype=dtype, scale=2.0, what="rotated k")
+    out_q.check("rotated q")
+    out_k.check("rotated k")
 
 
 @pytest.mark.points(1)
