@@ -26,8 +26,12 @@ def text_ids() -> tuple[torch.Tensor, int]:
     return data.split()[0], data.vocab_size
 
 
-def config(vocab: int) -> GPTConfig:
-    return GPTConfig(vocab_size=vocab, block_size=BLOCK, n_layer=2, n_head=3, d_model=9)
+def config(vocab: int, case: dict | None = None) -> GPTConfig:
+    """d_model 9, 2 blocks by default; a case may set ``d_model``/``n_head``/``n_layer`` (the
+    3-rank cases use d_model 8: every unit's size is then indivisible by 3)."""
+    case = case or {}
+    return GPTConfig(vocab_size=vocab, block_size=BLOCK, n_layer=case.get("n_layer", 2),
+                     n_head=case.get("n_head", 3), d_model=case.get("d_model", 9))
 
 
 # name -> options; "mixed" = bf16 compute with fp32 master weights
@@ -48,19 +52,22 @@ CASES_AT = {2: list(CASES), 4: ["stage0", "stage1", "stage2", "stage3", "stage3_
 
 
 def fresh_model(case: dict, seed: int, vocab: int):
-    model = build_model(config(vocab), seed)
+    model = build_model(config(vocab, case), seed)
     if case.get("freeze"):
         model.embed.pos.weight.requires_grad_(False)  # a frozen parameter inside a sharded unit
     return model
 
 
-def reference_run(case: dict, seed: int, ranks: int = 1) -> tuple[list[float], dict[str, torch.Tensor]]:
+def reference_run(case: dict, seed: int, ranks: int | list[int] = 1,
+                  steps: int = STEPS) -> tuple[list[float], dict[str, torch.Tensor]]:
     """Single-process PyTorch: the global batch, ``torch.optim.AdamW``, ``clip_grad_norm_``.
 
     The gradient is formed as the data-parallel run forms it — per rank slice, accumulated
     over its micro-batches, then summed over ranks in rank order and divided by the number of
     ranks — so that, run on one thread (as torchrun's workers are), fp32 agrees to rounding
     (Adam turns a last-bit difference in a near-zero gradient into a visible step).
+
+    ``ranks`` may be a list (the world size of each step: a run resumed at another world size).
 
     Mixed precision (``case["mixed"]``): the model computes in bf16, its fp32 master copies are
     what AdamW updates (the gradients cast to fp32), and the model is re-cast after each step."""
@@ -78,8 +85,10 @@ def reference_run(case: dict, seed: int, ranks: int = 1) -> tuple[list[float], d
             master = params
         opt = torch.optim.AdamW(master, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD, foreach=False)
         losses = []
-        for step in range(STEPS):
-            x, y = global_batch(ids, step, BATCH, BLOCK, seed)
+        per_step = ranks if isinstance(ranks, list) else [ranks] * steps
+        for step in range(len(per_step)):
+            ranks = per_step[step]
+            x, y = global_batch(ids, step, case.get("batch", BATCH), BLOCK, seed)
             opt.zero_grad()
             for p in params:
                 p.grad = None
@@ -128,7 +137,7 @@ def sharded_run(case: dict, seed: int, comm) -> dict:
     for step in range(STEPS):
         if step == STEPS - 1:
             comm.reset()
-        x, y = global_batch(ids, step, BATCH, BLOCK, seed)
+        x, y = global_batch(ids, step, case.get("batch", BATCH), BLOCK, seed)
         x, y = rank_slice(x, comm.rank, comm.world), rank_slice(y, comm.rank, comm.world)
         total = 0.0
         for k, (xm, ym) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
@@ -150,3 +159,67 @@ def sharded_run(case: dict, seed: int, comm) -> dict:
     return {"losses": losses, "params": params, "bytes": step_bytes, "inventory": inv, "inventory_error": inv_error,
             "psi": engine.psi, "psi_padded": engine.psi_padded,
             "units": [(L.numel, L.padded) for L in engine.layouts]}
+
+
+# ------------------------------------------------------------- ranks as threads (thread_ranks.py)
+# 3 ranks: every unit of the d_model-8 model is indivisible by 3 (592, 872, 872, 538 elements;
+# 464 in the embeddings with the position table frozen); global batch 6 = 3 ranks x 2 micro-batches.
+AT3 = dict(d_model=8, n_head=2, batch=6)
+
+
+def threaded_run(case: dict, seed: int, world: int, steps: int = STEPS, *, start: int = 0,
+                 resume: str | None = None, save: str | None = None, setup=None, observe=None) -> dict:
+    """``case`` trained for steps [start, steps) on ``world`` ranks that are threads of this process
+    (``thread_ranks.run_ranks``), each rank on its slice of every global batch.
+
+    ``resume``/``save``: a checkpoint directory to load before the first step / write after the last.
+    ``setup(engine, comm)`` is called on each rank once its engine is made;
+    ``observe(rank, engine, comm, step, phase)`` is called at "forward" (after the forward of a
+    micro-batch), "backward" (after its ``engine.backward``) and "step" (after ``engine.step``).
+    Returns the loss per step (the mean over ranks), every trainable parameter's fp32 master value
+    (gathered), the engines and their comms (rank order)."""
+    from mlsys_labs.zero import checkpoint, make_engine
+    from thread_ranks import run_ranks
+
+    ids, vocab = text_ids()
+    models = [fresh_model(case, seed, vocab) for _ in range(world)]  # built here: build_model seeds the global RNG
+    accum = case.get("accum", 1)
+    observe = observe or (lambda *a: None)
+
+    def rank(comm):
+        engine = make_engine(case["stage"], models[comm.rank], comm, lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                             param_dtype=torch.bfloat16 if case.get("mixed") else torch.float32,
+                             clip_norm=CLIP if case.get("clip") else None)
+        if setup is not None:
+            setup(engine, comm)
+        if resume:
+            got = checkpoint.load(engine, resume)
+            assert got == start, f"the checkpoint says step {got}, expected {start}"
+        losses = []
+        for step in range(start, steps):
+            x, y = global_batch(ids, step, case.get("batch", BATCH), BLOCK, seed)
+            x, y = rank_slice(x, comm.rank, comm.world), rank_slice(y, comm.rank, comm.world)
+            total = 0.0
+            for k, (xm, ym) in enumerate(zip(x.chunk(accum), y.chunk(accum))):
+                loss = engine(xm, ym) / accum
+                observe(comm.rank, engine, comm, step, "forward")
+                engine.backward(loss, sync=(k == accum - 1))
+                observe(comm.rank, engine, comm, step, "backward")
+                total += loss.item()
+            engine.step()
+            observe(comm.rank, engine, comm, step, "step")
+            engine.zero_grad()
+            losses.append(total)
+        if save:
+            checkpoint.save(engine, save, steps)
+        return losses, engine.full_master(), engine, comm
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = run_ranks(world, rank)
+    finally:
+        torch.set_num_threads(threads)
+    per_rank = [o[0] for o in out]
+    losses = [sum(per_rank[r][i] for r in range(world)) / world for i in range(steps - start)]
+    return {"losses": losses, "params": out[0][1], "engines": [o[2] for o in out], "comms": [o[3] for o in out]}

@@ -202,14 +202,17 @@ def test_layout_pads_and_partitions(sizes, world, frozen):
 @settings(max_examples=30, deadline=None)
 @given(numel=st.integers(1, 200), old=st.integers(1, 6), new=st.integers(1, 6), seed=st.integers(0, 2**31))
 def test_reshard_round_trip(numel, old, new, seed):
-    """Shards saved at N ranks, resharded to M, concatenate back to the same vector."""
+    """Shards saved at N ranks (their padding NaN), resharded to M: each new shard holds ⌈Ψ/M⌉
+    elements, and they concatenate back to the same vector followed by zeros."""
     g = torch.Generator().manual_seed(seed)
     full = torch.randn(numel, generator=g, dtype=torch.float64)
     shard = -(-numel // old)
-    padded = torch.cat([full, torch.zeros(shard * old - numel, dtype=full.dtype)])
+    # the old padding holds NaN (a sentinel): it must not reach the new shards, whose padding is zeros
+    padded = torch.cat([full, torch.full((shard * old - numel,), float("nan"), dtype=full.dtype)])
     pieces = list(padded.split(shard))
     out = [reshard(pieces, numel, new, r) for r in range(new)]
-    assert len({o.numel() for o in out}) == 1, "every new rank must get the same shard size"
+    assert [o.numel() for o in out] == [-(-numel // new)] * new, \
+        f"every new rank's shard must hold ceil({numel}/{new}) elements: {[o.numel() for o in out]}"
     assert_close(torch.cat(out)[:numel], full, what=f"reshard {old} -> {new} ranks")
     assert torch.all(torch.cat(out)[numel:] == 0), "padding must be zeros"
 
@@ -289,6 +292,24 @@ def test_model_state_memory_at_world_size_one(stage, seed):
     engine.backward(engine(x, y))
     engine.step()
     inv = inventory(engine)
+    assert model_state_bytes(inv) == 16 * engine.psi_padded, inv
+
+
+@pytest.mark.step(9)
+@pytest.mark.points(1)
+@pytest.mark.parametrize("stage", [1, 3])
+def test_inventory_files_frozen_parameters(stage, seed):
+    """A frozen parameter (replicated, not trained, not in Ψ) is filed under "frozen", and the model
+    states still sum to 16Ψ at N = 1."""
+    ids, vocab = C.text_ids()
+    model = C.fresh_model({"freeze": True}, seed, vocab)
+    frozen = model.embed.pos.weight
+    engine = make_engine(stage, model, Comm(), lr=C.LR)
+    x, y = C.global_batch(ids, 0, C.BATCH, C.BLOCK, seed)
+    engine.backward(engine(x, y))
+    engine.step()
+    inv = inventory(engine)
+    assert inv["frozen"] == frozen.numel() * frozen.element_size(), inv
     assert model_state_bytes(inv) == 16 * engine.psi_padded, inv
 
 
