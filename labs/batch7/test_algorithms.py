@@ -27,7 +27,11 @@ def test_weighted_average_matches_flower(rng):
     from mlsys_labs.federated.model import to_record
 
     results = [(_random_weights(rng), int(rng.integers(5, 300))) for _ in range(int(rng.integers(2, 7)))]
+    copies = [{k: a.copy() for k, a in w.items()} for w, _ in results]
     ours = weighted_average(results)
+    for (w, _), c in zip(results, copies):  # a new dict of new arrays: the replies are left as they were
+        assert all(np.array_equal(w[k], c[k]) for k in c), "weighted_average modified a client's weights"
+    assert all(a.dtype == np.float64 for a in ours.values())
     # reference 1: Flower's own FedAvg aggregation over Message contents
     contents = [RecordDict({"arrays": to_record(w), "metrics": MetricRecord({"num-examples": n})})
                 for w, n in results]
@@ -110,22 +114,25 @@ def test_local_training_matches_a_plain_torch_loop(rng, seed):
     ours = new_model(seed)
     ref = new_model(seed)
     w0 = [p.detach().clone() for p in ref.parameters()]
-    train_local(ours, x, y, steps=steps, batch_size=bs, lr=lr, mu=mu, seed=seed)
+    returned = train_local(ours, x, y, steps=steps, batch_size=bs, lr=lr, mu=mu, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     xs, ys = torch.as_tensor(x), torch.as_tensor(y)
     batches = []
     while len(batches) < steps:
         order = torch.randperm(len(ys), generator=gen)
         batches += [order[i:i + bs] for i in range(0, len(ys), bs)]
+    losses = []
     for b in batches[:steps]:
         loss = torch.nn.functional.cross_entropy(ref(xs[b]), ys[b])
         loss = loss + 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(ref.parameters(), w0))
+        losses.append(loss.item())
         grads = torch.autograd.grad(loss, list(ref.parameters()))
         with torch.no_grad():
             for p, g in zip(ref.parameters(), grads):
                 p -= lr * g
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values()):
         assert_close(a, b, dtype="float32", scale=10, what=f"{name} after {steps} steps")
+    assert_close(returned, np.mean(losses), dtype="float32", scale=10, what="the mean of the step losses")
 
 
 @pytest.mark.step(5)
@@ -155,17 +162,36 @@ def test_clipping_bounds_the_norm_and_keeps_the_direction(scale, clip, seed):
     expected_scale = min(1.0, clip / norm)
     for k in update:
         assert_close(clipped[k], update[k] * expected_scale, dtype="float64", what=f"clipped {k}")
+    zero = clip_update({k: np.zeros_like(a) for k, a in update.items()}, clip)  # a client that did not move
+    assert all(np.array_equal(a, np.zeros_like(a)) for a in zero.values()), "a zero update must stay zero"
 
 
 @pytest.mark.step(6)
 @pytest.mark.points(1)
 def test_gaussian_noise_has_the_stated_std(rng):
-    zeros = {"a": np.zeros((300, 300)), "b": np.zeros(20000)}
-    clip, z = float(rng.uniform(0.5, 2.0)), float(rng.uniform(0.5, 2.0))
-    noisy = add_gaussian_noise(zeros, clip, z, np.random.default_rng(int(rng.integers(1 << 30))))
-    sample = np.concatenate([noisy["a"].ravel(), noisy["b"]])
-    assert abs(sample.std() / (z * clip) - 1) < 0.02, f"std {sample.std()} vs z·C = {z * clip}"
-    assert abs(sample.mean()) < 0.02 * z * clip
+    """std z·C on every element of every array, around the update, independent draws, from rng.
+
+    C in [3, 5] and z in [0.4, 0.8]: z·C (≥ 1.2), z, C and (z·C)² are all ≥ 20% apart, so
+    noise scaled by z alone, by C alone, or with variance z·C cannot pass whatever is drawn."""
+    update = {"a": rng.standard_normal((300, 300)) * 3.0, "b": rng.standard_normal(20000) * 3.0}
+    before = {k: a.copy() for k, a in update.items()}
+    clip, z = float(rng.uniform(3.0, 5.0)), float(rng.uniform(0.4, 0.8))
+    state = int(rng.integers(1 << 30))
+    noisy = add_gaussian_noise(update, clip, z, np.random.default_rng(state))
+    assert all(np.array_equal(update[k], before[k]) for k in update), "add_gaussian_noise modified its input"
+    for k in update:
+        noise = noisy[k] - update[k]
+        assert noisy[k].shape == update[k].shape and noisy[k].dtype == np.float64
+        assert abs(noise.std() / (z * clip) - 1) < 0.05, f"{k}: noise std {noise.std()} vs z·C = {z * clip}"
+        assert abs(noise.mean()) < 0.05 * z * clip, f"{k}: noise mean {noise.mean()}"
+    flat = np.concatenate([(noisy[k] - update[k]).ravel() for k in update])
+    assert abs(flat.std() / (z * clip) - 1) < 0.02, f"std {flat.std()} vs z·C = {z * clip}"
+    # independent elements: neighbouring draws uncorrelated (a shared draw would give correlation 1)
+    assert abs(np.corrcoef(flat[:-1], flat[1:])[0, 1]) < 0.05
+    again = add_gaussian_noise(update, clip, z, np.random.default_rng(state))
+    assert all(np.array_equal(noisy[k], again[k]) for k in update), "noise not reproducible from the rng"
+    other = add_gaussian_noise(update, clip, z, np.random.default_rng(state + 1))
+    assert not np.array_equal(noisy["b"], other["b"]), "the noise does not come from the rng passed in"
 
 
 @pytest.mark.step(6)
@@ -176,3 +202,33 @@ def test_privatize_without_noise_is_pure_clipping(rng):
     out = privatize(local, g, 1.0, 0.0, rng)
     delta = {k: out[k] - g[k] for k in g}
     assert abs(global_norm(delta) - 1.0) < 1e-9
+    norm = np.sqrt(sum(np.sum((local[k] - g[k]) ** 2) for k in g))
+    for k in g:  # the update w_local − w_t is clipped, not the weights
+        assert_close(delta[k], (local[k] - g[k]) / norm, dtype="float64", scale=100, what=f"clipped update {k}")
+
+
+@pytest.mark.step(6)
+@pytest.mark.points(1)
+def test_privatize_clips_then_adds_noise_of_scale_z_times_c(rng):
+    """The sent update is clip(Δ) + N(0, (zC)²): clipping first bounds the update's norm by C
+    *before* the noise, whose scale is relative to C.  Noise first and clipping after would
+    send a vector of norm ≤ C — the noise all but clipped away.  Checked twice: against the
+    replayed noise of the same seed, and statistically (independently of how the noise is drawn)."""
+    g = _random_weights(rng)
+    local = {k: g[k] + 0.05 * rng.standard_normal(g[k].shape) for k in g}   # ‖Δ‖ ≈ 3.5 > C
+    clip, z = float(rng.uniform(0.5, 2.0)), float(rng.uniform(0.3, 1.0))
+    state = int(rng.integers(1 << 30))
+    out = privatize(local, g, clip, z, np.random.default_rng(state))
+    delta = {k: local[k] - g[k] for k in g}
+    norm = np.sqrt(sum(np.sum(d ** 2) for d in delta.values()))
+    assert norm > clip
+    clipped = {k: d * (clip / norm) for k, d in delta.items()}   # the reference clip, float64
+    noise = add_gaussian_noise({k: np.zeros_like(a) for k, a in g.items()}, clip, z,
+                               np.random.default_rng(state))     # the same draws, replayed
+    for k in g:
+        assert_close(out[k] - g[k] - noise[k], clipped[k], dtype="float64", scale=1e3,
+                     what=f"sent update − replayed noise = clipped update ({k})")
+    residual = np.concatenate([(out[k] - g[k] - clipped[k]).ravel() for k in g])
+    assert abs(residual.std() / (z * clip) - 1) < 0.1, f"noise std {residual.std()} vs z·C = {z * clip}"
+    sent = np.sqrt(np.sum(np.concatenate([(out[k] - g[k]).ravel() for k in g]) ** 2))
+    assert sent > 10 * clip, f"the sent update's norm {sent:.3f} ≤ 10·C: was the noise clipped away?"

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from mlsys_labs.common.rng import derive_seed
+from mlsys_labs.common.tolerance import assert_close
 from mlsys_labs.federated import FedConfig
 from mlsys_labs.federated.centralized import train_centralized
+from mlsys_labs.federated.data import client_data, load_digits_split
 from mlsys_labs.federated.server_app import rounds_to_accuracy
 from mlsys_labs.federated.simulation import run_in_process
 
@@ -43,23 +45,32 @@ def test_stronger_label_skew_needs_more_rounds_to_90(seed):
 @pytest.mark.step(5)
 @pytest.mark.points(3)
 def test_fedprox_with_stragglers_beats_fedavg_dropping_them(seed):
-    """50% of the clients are stragglers (a fixed half; each round they finish only part of
-    their local work).  FedAvg drops them; FedProx (μ = 0.1) averages their partial work.
-    Pathological split (2 classes per client): dropping clients can lose whole classes
-    (unless, by luck of the seed, every class also has a non-straggler holder) — so the
-    comparison is of the mean over the 3 seeds."""
-    scores = []
-    for i in range(3):
-        s = derive_seed(seed, "stragglers", i) % 10_000
-        common = dict(num_clients=10, num_rounds=10, local_epochs=2, partitioning="classes:2",
-                      straggler_fraction=0.5, seed=s)
-        avg = run_in_process(FedConfig(strategy="fedavg", **common))
-        prox = run_in_process(FedConfig(strategy="fedprox", mu=0.1, **common))
-        assert all(r["dropped_partial"] for r in avg["rounds"]), "FedAvg should drop the stragglers' partial work"
-        assert not any(r["dropped_partial"] for r in prox["rounds"]), "FedProx keeps partial work"
-        scores.append((prox["final_accuracy"], avg["final_accuracy"]))
-    prox_mean, avg_mean = np.mean([p for p, _ in scores]), np.mean([a for _, a in scores])
-    assert prox_mean >= avg_mean, f"mean FedProx {prox_mean:.3f} < FedAvg {avg_mean:.3f}; per seed {scores}"
+    """5 clients, 2 classes each (so every class has exactly one holder), 2 of them stragglers
+    (each round they finish only part of their local work).  FedAvg drops the stragglers'
+    replies, so the 4 classes only they hold never reach its model: it can at best get the
+    other 6 classes right — a bound fixed by the construction, whatever the seed.  FedProx
+    (μ = 0.1) averages the stragglers' partial work in and must beat that bound (and FedAvg)."""
+    s = seed % 10_000
+    common = dict(num_clients=5, num_rounds=10, local_epochs=2, partitioning="classes:2",
+                  straggler_fraction=0.4, seed=s)
+    avg = run_in_process(FedConfig(strategy="fedavg", **common))
+    prox = run_in_process(FedConfig(strategy="fedprox", mu=0.1, **common))
+    stragglers = avg["stragglers"]
+    assert len(stragglers) == 2 and prox["stragglers"] == stragglers
+    for r in avg["rounds"]:
+        assert r["dropped_partial"] == stragglers, "FedAvg should drop the stragglers' partial work"
+        assert not set(r["aggregated"]) & set(stragglers), r
+    assert not any(r["dropped_partial"] for r in prox["rounds"]), "FedProx keeps partial work"
+    assert all(r["aggregated"] == list(range(5)) for r in prox["rounds"])
+    _, _, _, y_test = load_digits_split(s)
+    seen = {int(c) for p in range(5) if p not in stragglers
+            for c in np.unique(client_data("classes:2", p, 5, s)[1])}
+    assert len(seen) == 6, f"the non-stragglers should hold 6 classes, hold {sorted(seen)}"
+    bound = float(np.isin(y_test, sorted(seen)).mean())   # FedAvg: every image of its 6 classes right
+    assert prox["final_accuracy"] > bound + 0.1, \
+        (f"FedProx {prox['final_accuracy']:.3f} vs the {bound:.3f} FedAvg could reach at best "
+         f"(FedAvg: {avg['final_accuracy']:.3f}); FedProx per round {[round(r['accuracy'], 3) for r in prox['rounds']]}")
+    assert prox["final_accuracy"] > avg["final_accuracy"]
 
 
 @pytest.mark.step(5)
@@ -95,6 +106,63 @@ def test_a_raising_client_does_not_stop_the_run(seed):
     assert "injected fault" in r2["errors"][0]
     assert r1["aggregated"] == r3["aggregated"] == [0, 1, 2, 3, 4]
     assert r3["accuracy"] > 0.5
+
+
+def _recording_grid(monkeypatch):
+    """Make run_in_process use an InProcessGrid that keeps every (messages, replies) pair."""
+    from mlsys_labs.federated import simulation
+
+    calls = []
+
+    class Recording(simulation.InProcessGrid):
+        def send_and_receive(self, messages, *, timeout=None):
+            messages = list(messages)
+            replies = super().send_and_receive(messages, timeout=timeout)
+            calls.append((messages, replies))
+            return replies
+
+    monkeypatch.setattr(simulation, "InProcessGrid", Recording)
+    return calls
+
+
+@pytest.mark.step(5)
+@pytest.mark.points(2)
+@pytest.mark.parametrize("strategy", ["fedavg", "fedprox"])
+def test_the_server_averages_the_accepted_replies_by_examples(strategy, seed, monkeypatch):
+    """Recomputed from the messages themselves: the weights the server sends in round t+1 are
+    Σ n_k w_k / Σ n_k over the replies of round t it may accept — weighted by each reply's
+    example count (Dirichlet clients differ in size), without the clients that raised, and,
+    for FedAvg, without the stragglers' partial work (FedProx keeps it)."""
+    from mlsys_labs.federated.model import from_record
+
+    calls = _recording_grid(monkeypatch)
+    cfg = FedConfig(num_clients=5, num_rounds=3, partitioning="dirichlet:0.5", strategy=strategy,
+                    straggler_fraction=0.2, fail_partitions="1,3", fail_round=2, seed=seed % 10_000)
+    h = run_in_process(cfg)
+    (_, query_replies), *rounds = calls
+    full = {int(r.content["metrics"]["partition-id"]): int(r.content["metrics"]["full-steps"]) for r in query_replies}
+    sizes = {int(r.content["metrics"]["partition-id"]): int(r.content["metrics"]["num-examples"]) for r in query_replies}
+    assert len(set(sizes.values())) > 1, f"the clients should differ in size: {sizes}"
+    assert len(rounds) == cfg.num_rounds
+    assert h["rounds"][1]["failed"] == 2
+    for t in range(cfg.num_rounds - 1):
+        _, replies = rounds[t]
+        accepted = []
+        for r in replies:
+            if r.has_error():
+                continue
+            m = r.content["metrics"]
+            if strategy == "fedavg" and int(m["steps"]) < full[int(m["partition-id"])]:
+                continue
+            accepted.append((from_record(r.content["arrays"]), int(m["num-examples"])))
+        assert accepted, f"round {t + 1}: nothing to aggregate"
+        n = np.array([c for _, c in accepted], dtype=np.float64)
+        next_messages, _ = rounds[t + 1]
+        sent = from_record(next_messages[0].content["arrays"])
+        for k in sent:
+            ref = np.tensordot(n / n.sum(), np.stack([w[k] for w, _ in accepted]), axes=1)
+            assert_close(sent[k], ref, dtype="float64", scale=100,
+                         what=f"{strategy}: round {t + 2}'s global {k} vs the example-weighted average of round {t + 1}")
 
 
 @pytest.mark.step(6)

@@ -36,6 +36,9 @@ def test_partitions_cover_the_data_exactly_once(partitioner, data, num_partition
     else:
         parts = make_partitions(scheme, labels, num_partitions, seed)
     assert len(parts) == num_partitions
+    for p in parts:
+        assert np.issubdtype(np.asarray(p).dtype, np.integer) and np.all(np.diff(p) > 0), \
+            f"{scheme}: a client's indices are not sorted: {p[:10]}"
     sizes = [len(p) for p in parts]
     assert sum(sizes) == n, f"{scheme}: sizes {sizes} sum to {sum(sizes)}, not {n}"
     everything = np.concatenate(parts)
@@ -47,12 +50,20 @@ def test_partitions_cover_the_data_exactly_once(partitioner, data, num_partition
 
 @pytest.mark.points(1)
 def test_iid_is_balanced(rng):
-    labels = _labels(rng, 1437)
-    parts = partition_iid(labels, 10, rng)
+    # labels sorted by class (as files often are): a split that does not shuffle gives each
+    # client one or two classes
+    labels = np.sort(_labels(rng, 1437))
+    state = int(rng.integers(1 << 30))
+    parts = partition_iid(labels, 10, np.random.default_rng(state))
     sizes = np.array([len(p) for p in parts])
     assert sizes.max() - sizes.min() <= 1, f"IID sizes {sizes} should differ by at most one"
     # every client sees (almost) every class
-    assert (label_histograms(labels, parts) > 0).sum(axis=1).min() >= 8
+    hist = label_histograms(labels, parts)
+    assert (hist > 0).sum(axis=1).min() >= 8, f"IID clients' label histograms:\n{hist}"
+    again = partition_iid(labels, 10, np.random.default_rng(state))
+    assert all(np.array_equal(p, q) for p, q in zip(parts, again)), "the same rng state gave another split"
+    other = partition_iid(labels, 10, np.random.default_rng(state + 1))
+    assert not all(np.array_equal(p, q) for p, q in zip(parts, other)), "the split ignores rng"
 
 
 def _skew(labels, parts):
@@ -83,6 +94,70 @@ def test_pathological_gives_k_classes_each(k, num_partitions, seed):
     classes_per_client = (label_histograms(y, parts) > 0).sum(axis=1)
     assert (classes_per_client == k).all(), f"classes per client {classes_per_client}, wanted {k}"
     assert sum(len(p) for p in parts) == len(y)
+
+
+@pytest.mark.points(1)
+def test_pathological_with_fewer_clients_than_classes(rng):
+    """K clients × k classes ≥ 10 classes with K < 10: the deal wraps around the class order,
+    every class still has a holder, every client exactly k classes, and which client holds
+    which classes is drawn from the rng."""
+    _, y, _, _ = load_digits_split(0)
+    for num_partitions, k in [(5, 2), (4, 3), (3, 4), (2, 5), (7, 2), (4, 4)]:
+        assignments = set()
+        for _ in range(4):
+            parts = partition_pathological(y, num_partitions, k, np.random.default_rng(int(rng.integers(1 << 30))))
+            assert len(parts) == num_partitions
+            everything = np.concatenate(parts)
+            assert len(everything) == len(y) and np.array_equal(np.sort(everything), np.arange(len(y))), \
+                f"{num_partitions} clients × {k} classes: samples lost or duplicated"
+            hist = label_histograms(y, parts)
+            assert ((hist > 0).sum(axis=1) == k).all(), \
+                f"{num_partitions} clients × {k} classes: classes per client {(hist > 0).sum(axis=1)}"
+            assignments.add(tuple(tuple(np.flatnonzero(row)) for row in hist))
+        assert len(assignments) > 1, f"{num_partitions} × {k}: the same classes for every rng: {assignments}"
+
+
+def _contiguous_share(labels, parts, lo=3):
+    """Among the (client, class) chunks with lo ≤ size ≤ n_c − lo, the share that are a run of
+    consecutive samples of that class (as listed in the data): ~0 if a class's samples are
+    shuffled before being cut, 1 if they are not."""
+    runs, total = 0, 0
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rank = {int(i): r for r, i in enumerate(members)}
+        for p in parts:
+            mine = np.sort([rank[int(i)] for i in p if labels[i] == c])
+            if lo <= len(mine) <= len(members) - lo:
+                total += 1
+                runs += int(mine[-1] - mine[0] == len(mine) - 1)
+    return runs / max(total, 1), total
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("scheme", ["iid", "dirichlet:1.0", "classes:3"])
+def test_samples_of_a_class_are_shuffled_before_the_split(scheme, seed):
+    """The data set lists samples in file order (by writer, for the digits): a client must get
+    a random subset of a class, not the next run of it."""
+    _, y, _, _ = load_digits_split(0)
+    parts = make_partitions(scheme, y, 7, seed)
+    share, total = _contiguous_share(y, parts)
+    assert total >= 5, f"{scheme}: too few mid-size chunks to judge ({total})"
+    assert share < 0.5, f"{scheme}: {share:.0%} of the clients' class chunks are runs of consecutive samples"
+
+
+@pytest.mark.points(1)
+def test_dirichlet_respects_the_minimum_partition_size(rng):
+    """α = 0.1 over 10 clients often leaves a client nearly empty: such draws are redrawn,
+    and an impossible minimum raises ValueError."""
+    _, y, _, _ = load_digits_split(0)
+    for _ in range(3):
+        parts = partition_dirichlet(y, 10, 0.1, np.random.default_rng(int(rng.integers(1 << 30))),
+                                    min_partition_size=40)
+        assert min(len(p) for p in parts) >= 40, f"sizes {[len(p) for p in parts]} (minimum 40)"
+        assert sum(len(p) for p in parts) == len(y)
+    with pytest.raises(ValueError):
+        partition_dirichlet(y, 10, 0.1, np.random.default_rng(int(rng.integers(1 << 30))),
+                            min_partition_size=len(y) // 10 + 1, max_tries=5)
 
 
 @pytest.mark.points(1)
