@@ -43,13 +43,43 @@ def model(model_path):
     return load_pretrained(model_path)
 
 
-@pytest.fixture
-def make_engine(model):
-    """``make_engine(num_blocks=..., **EngineConfig fields)`` on the shared fp32 model."""
+MAX_ENGINE_STEPS = 3000   # the longest test needs a few hundred steps; a stuck scheduler hits this
+
+
+def bound_steps(engine, max_steps: int = MAX_ENGINE_STEPS):
+    """Make ``engine.step`` (and so ``generate``) fail with a clear message after
+    ``max_steps`` steps instead of looping forever: a scheduler that never preempts (or
+    never admits) would otherwise hang the run."""
+    step, count = engine.step, [0]
+
+    def bounded_step():
+        count[0] += 1
+        if count[0] > max_steps:
+            s = engine.scheduler
+            raise AssertionError(
+                f"the engine did not finish within {max_steps} steps (a scheduler that never preempts, "
+                f"never admits or never finishes?): running {s.running[:4]}, waiting {list(s.waiting)[:4]}, "
+                f"{engine.block_manager.num_free_blocks} of {engine.block_manager.num_blocks} blocks free")
+        return step()
+
+    engine.step = bounded_step
+    return engine
+
+
+@pytest.fixture(scope="session")
+def new_engine(model):
+    """``new_engine(**EngineConfig fields)``: an engine on the shared fp32 model whose step
+    loop is bounded (:func:`bound_steps`); usable from fixtures of any scope."""
     from mlsys_labs.serving.config import EngineConfig
     from mlsys_labs.serving.engine import LLMEngine
 
     def make(**kw):
-        return LLMEngine(model, EngineConfig(**kw))
+        return bound_steps(LLMEngine(model, EngineConfig(**kw)))
 
     return make
+
+
+@pytest.fixture
+def make_engine(new_engine):
+    """``make_engine(num_blocks=..., **EngineConfig fields)`` on the shared fp32 model."""
+    return new_engine

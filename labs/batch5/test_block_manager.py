@@ -77,9 +77,11 @@ def test_full_hit_ending_on_a_block_boundary_leaves_a_token_to_compute(rng):
     bm.allocate(b)
     assert 0 < len(b) - b.num_computed_tokens <= 4
     assert b.num_computed_tokens == 8
+    check_refcounts(bm, [b])          # the revived hits left the free queue
     copies = bm.allocate_slots(b, len(b) - b.num_computed_tokens)
     assert copies == []
     assert len(b.block_table) == 3 and bm.blocks[b.block_table[2]].ref_count == 1
+    check_refcounts(bm, [b])
 
 
 @pytest.mark.points(1)
@@ -94,6 +96,74 @@ def test_freed_cached_blocks_are_evicted_least_recently_used_first(rng):
     admit(bm, filler)
     assert len(bm.lookup_prefix(seq_of([6, 7, 8, 9, 10]))) == 2, "the recently freed prefix should stay cached"
     assert bm.lookup_prefix(seq_of([1, 2, 3, 4, 5])) == [], "the least recently freed prefix should be evicted first"
+    assert bm.lookup_prefix(seq_of(filler.token_ids + [0])) == filler.block_table, \
+        "blocks reused after an eviction must be cached under their new contents"
+    again = seq_of([1, 2, 3, 4, 5], 3)       # the evicted prefix computed once more: cached again
+    admit(bm, again)
+    assert bm.lookup_prefix(seq_of([1, 2, 3, 4, 5])) == again.block_table[:2], \
+        "an evicted prefix computed again must be found again (a stale cache entry hides it)"
+    check_refcounts(bm, [filler, again])
+
+
+def distinct_blocks(rng, n, bs):
+    """``n`` blocks of ``bs`` random byte tokens, pairwise different."""
+    blocks = []
+    while len(blocks) < n:
+        b = rng.integers(0, 256, bs).tolist()
+        if b not in blocks:
+            blocks.append(b)
+    return blocks
+
+
+@pytest.mark.points(2)
+def test_prefix_hashes_are_chained_through_every_earlier_block(rng):
+    """A block's hash names its whole prefix, not its own tokens: the same block of tokens at
+    another position, after another prefix, or repeated within one prompt is a different
+    cache entry.  (The prompts share a block's tokens but not what comes before it; a hit
+    there would serve keys computed at other positions over other context.)"""
+    bs = 4
+    X, Y, Z = distinct_blocks(rng, 3, bs)
+    bm = BlockManager(num_blocks=32, block_size=bs)
+    a = seq_of(X + Y + [7], 0)
+    admit(bm, a)
+    assert bm.lookup_prefix(seq_of(Y + Z + [7], 1)) == [], "Y at position 0 must not hit Y cached after X"
+    assert bm.lookup_prefix(seq_of(X + Y + [9], 1)) == a.block_table[:2]
+    rep = seq_of(Y + Y + Y + [1], 2)          # one block's tokens three times in one prompt
+    admit(bm, rep)
+    assert len(set(rep.block_table[:3])) == 3 and not set(rep.block_table) & set(a.block_table)
+    assert bm.lookup_prefix(seq_of(Y + Y + Y + [2], 3)) == rep.block_table[:3], \
+        "a repeated block must hit its own position's block"
+    # a prefix hit, then a new full block: its hash must chain from the hit blocks' hashes
+    b = seq_of(X + Y + Z + [5], 4)
+    admit(bm, b)
+    assert b.block_table[:2] == a.block_table[:2] and b.num_cached_tokens == 2 * bs
+    assert bm.lookup_prefix(seq_of(X + Y + Z + [6], 5)) == b.block_table[:3], \
+        "the block computed after a prefix hit should be cached under the chained hash"
+    assert bm.lookup_prefix(seq_of(Z + [6], 5)) == [], "Z after X, Y must not hit Z at position 0"
+    check_refcounts(bm, [a, rep, b])
+    for s in (a, rep, b):
+        bm.free_seq(s)
+    bm.assert_all_free()
+
+
+@pytest.mark.points(1)
+def test_only_computed_blocks_are_hashed(rng):
+    """Chunked prefill: a block whose keys and values are not computed yet must not be found
+    by another request (it would read slots nobody has written)."""
+    bs = 4
+    bm = BlockManager(num_blocks=16, block_size=bs)
+    tokens = rng.integers(0, 256, 3 * bs + 2).tolist()
+    s = seq_of(tokens, 0)
+    bm.allocate(s)
+    bm.allocate_slots(s, len(s))              # room for the whole prompt, computed in chunks
+    probe = seq_of(tokens + [1], 1)
+    for computed, full in [(bs - 1, 0), (bs + 1, 1), (3 * bs, 3)]:
+        s.num_computed_tokens = computed
+        bm.commit(s)
+        assert bm.lookup_prefix(probe) == s.block_table[:full], \
+            f"after {computed} computed tokens only {full} full block(s) may be cached"
+    bm.free_seq(s)
+    bm.assert_all_free()
 
 
 @pytest.mark.points(2)

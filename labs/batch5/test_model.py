@@ -13,7 +13,6 @@ import torch
 
 from mlsys_labs.common.tolerance import assert_close, poison_like
 from mlsys_labs.serving.attention import AttentionMetadata, gather_plan, paged_attention
-from mlsys_labs.serving.config import EngineConfig
 from mlsys_labs.serving.sequence import SamplingParams
 
 TIE_MARGIN = 1e-3   # top-2 logit gap below which greedy tokens may legitimately differ
@@ -28,13 +27,25 @@ def hf_logits(hf_model, ids):
 @pytest.mark.step(1)
 @pytest.mark.points(1)
 def test_rmsnorm_matches_the_formula(model, rng):
-    """x / sqrt(mean(x²) + eps) · weight on the first layer's norm, inputs of very different scales."""
+    """x / sqrt(mean(x²) + eps) · weight on the first layer's norm: rows of very different
+    scales, rows whose mean square is about eps (where eps must sit inside the root), a row
+    with a large mean (mean square, not variance); and float16 rows whose squares overflow
+    float16 (the sum of squares must be taken in fp32)."""
     norm = model.model.layers[0].input_layernorm
-    x = torch.from_numpy(rng.standard_normal((7, model.config.hidden_size)) * rng.uniform(1e-2, 1e3, (7, 1))).float()
+    D = model.config.hidden_size
+    rows = rng.standard_normal((10, D)) * np.concatenate([rng.uniform(1e-2, 1e3, 6), [1, 1, 1, 1]])[:, None]
+    rows[6:8] *= np.sqrt(norm.eps)                       # mean square ≈ eps
+    rows[8] = rows[8] * 0.1 + 3.0                        # mean 3, small spread
+    x = torch.from_numpy(rows).float()
     xd, w = x.double(), norm.weight.detach().double()
     ref = w * xd / torch.sqrt((xd * xd).mean(-1, keepdim=True) + norm.eps)
     with torch.no_grad():
         assert_close(norm(x), ref, dtype=torch.float32, scale=4, what="RMSNorm")
+    x16 = torch.from_numpy(rng.standard_normal((3, D)) * 400).half()   # x² up to ~1e6 > float16's 65504
+    xd = x16.double()
+    ref16 = w * xd / torch.sqrt((xd * xd).mean(-1, keepdim=True) + norm.eps)
+    with torch.no_grad():
+        assert_close(norm(x16), ref16, dtype=torch.float16, scale=4, what="RMSNorm on float16 input")
 
 
 @pytest.mark.step(1)
@@ -55,6 +66,10 @@ def test_rope_cos_sin_match_the_formula(model, rng):
     atol = 4 * cfg.max_position_embeddings * 2.0 ** -23
     assert_close(cos, ang.cos(), atol=atol, rtol=0, what="RoPE cos")
     assert_close(sin, ang.sin(), atol=atol, rtol=0, what="RoPE sin")
+    cos16, sin16 = rope_cos_sin(pos, d, theta, torch.float16)     # angles still fp32, then cast
+    assert cos16.dtype == torch.float16
+    assert_close(cos16, ang.cos(), dtype=torch.float16, what="RoPE cos (float16)")
+    assert_close(sin16, ang.sin(), dtype=torch.float16, what="RoPE sin (float16)")
 
 
 @pytest.mark.step(1)
@@ -97,6 +112,8 @@ def test_teacher_forced_logits_match_transformers(model, hf_model, rng):
     ids = [256] + rng.integers(0, 256, int(rng.integers(30, 70))).tolist()
     ref = hf_logits(hf_model, ids)
     runner = ModelRunner(model, num_blocks=16, block_size=8)
+    for kv in runner.kv_caches:      # stale keys/values everywhere (a recycled cache): never to be attended to
+        kv.copy_(torch.from_numpy(rng.standard_normal(kv.shape) * 10))
     seq = Sequence("tf", ids, SamplingParams())
     seq.block_table = rng.permutation(16)[: -(-len(ids) // 8)].tolist()    # scattered physical blocks
     chunks, got = [], []
@@ -144,15 +161,26 @@ def dense_reference(q, k_ctx, v_ctx, q_len):
     return torch.einsum("hqk,khd->qhd", s.softmax(-1), v)
 
 
+def ragged_context_lengths(rng, B, bs):
+    """Context lengths with every edge present: one partial block alone, an exact multiple of
+    the block size, and lengths ending part-way into their third or fourth block."""
+    fixed = [int(rng.integers(1, bs)), bs * int(rng.integers(2, 4))]
+    return (fixed + [bs * int(rng.integers(2, 4)) + int(rng.integers(1, bs)) for _ in range(B - 2)])[:B]
+
+
 def random_paged_batch(rng, B, H, Hkv, d, bs, nb, decode=False):
-    kv = torch.from_numpy(rng.standard_normal((2, nb * bs, Hkv, d))).float()
+    """Random K/V in scattered blocks; slots nobody owns (and the tail of each partial last
+    block) hold large stale values (100 ± 100): a read of them shows."""
+    kv = torch.from_numpy(rng.standard_normal((2, nb * bs, Hkv, d)) * 100 + 100).float()
     perm = rng.permutation(nb).tolist()
     tables, q_lens, ctx = [], [], []
-    for _ in range(B):
-        c = int(rng.integers(1, 40))
+    for c in ragged_context_lengths(rng, B, bs):
         q_lens.append(1 if decode else int(rng.integers(1, c + 1)))
         ctx.append(c)
         tables.append([perm.pop() for _ in range(-(-c // bs))])
+        sl = slots_of(tables[-1], c, bs)
+        kv[:, sl] = torch.from_numpy(rng.standard_normal((2, c, Hkv, d))).float()
+    q_lens[-1] = 1 if decode else ctx[-1]                 # a whole prompt at once
     return kv, tables, q_lens, ctx
 
 
@@ -183,12 +211,26 @@ def test_paged_gather_attention_matches_dense(rng):
 @pytest.mark.step(7)
 @pytest.mark.points(3)
 def test_triton_paged_decode_kernel_matches_dense(rng):
-    """The Triton kernel (interpreted on a CPU): one query per sequence over scattered blocks."""
+    """The Triton kernel (interpreted on a CPU): one query per sequence over scattered blocks
+    of ragged lengths.  Slots outside every context are NaN (an uninitialised cache: the kernel
+    must not read them); each sequence's largest score sits in its last block (the running max
+    rises, so the running sum and output must be rescaled); two sequences have scores
+    above 88, where exp overflows in fp32 without subtracting the running max."""
     from mlsys_labs.serving.triton_decode import paged_decode_attention
 
-    B, H, Hkv, d, bs, nb = 3, 4, 2, 16, 8, 16
+    B, H, Hkv, d, bs, nb = 4, 4, 2, 16, 8, 16
+    G = H // Hkv
     kv, tables, _, ctx = random_paged_batch(rng, B, H, Hkv, d, bs, nb, decode=True)
-    q = torch.from_numpy(rng.standard_normal((B, H, d))).float()
+    valid = torch.zeros(nb * bs, dtype=torch.bool)
+    for b in range(B):
+        valid[slots_of(tables[b], ctx[b], bs)] = True
+    kv[:, ~valid] = float("nan")
+    base = torch.from_numpy(rng.standard_normal((B, Hkv, d)))
+    q = (base.repeat_interleave(G, 1) + 0.3 * torch.from_numpy(rng.standard_normal((B, H, d)))).float()
+    for b in range(B):
+        last = int(slots_of(tables[b], ctx[b], bs)[-1])
+        kv[0, last] = (base[b] / base[b].norm(dim=-1, keepdim=True) * 6).float()   # the top score, last block
+    q[1::2] *= 25                                        # sequences 1 and 3: top scores ~100-200
     width = max(len(t) for t in tables)
     bt = torch.tensor([t + [0] * (width - len(t)) for t in tables])
     from mlsys_labs.common.device import torch_device
@@ -275,12 +317,10 @@ def test_speculative_decoding_equals_plain_greedy(model, rng, draft_kind):
 
 @pytest.mark.step(7)
 @pytest.mark.points(2)
-def test_engine_with_the_triton_decode_kernel_gives_the_same_tokens(model, rng):
+def test_engine_with_the_triton_decode_kernel_gives_the_same_tokens(new_engine, rng):
     """The engine's decode steps through the Triton kernel (interpreted here: kept tiny)."""
-    from mlsys_labs.serving.engine import LLMEngine
-
     p = [256] + rng.integers(0, 256, int(rng.integers(17, 30))).tolist()     # spans two blocks
     sp = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
-    ref = LLMEngine(model, EngineConfig(num_blocks=8)).generate([p], sp)[0][0].token_ids
-    got = LLMEngine(model, EngineConfig(num_blocks=8, extra={"attention_backend": "triton"})).generate([p], sp)
+    ref = new_engine(num_blocks=8).generate([p], sp)[0][0].token_ids
+    got = new_engine(num_blocks=8, extra={"attention_backend": "triton"}).generate([p], sp)
     assert got[0][0].token_ids == ref

@@ -32,11 +32,12 @@ def run_fake_workload(requests, cfg: EngineConfig, seed: int, check=lambda *a: N
                 sched.add(s)
         if not sched.has_work() and step > max(a for a, _ in seqs):
             break
+        before = list(sched.running)
         batch = sched.schedule()
         for s in sched.running:
             if s.seq_id not in admitted_order:
                 admitted_order.append(s.seq_id)
-        check(sched, bm, batch, cfg)
+        check(sched, bm, batch, cfg, before)
         for s, n in zip(batch.seqs, batch.num_new_tokens):
             s.num_computed_tokens += n
             bm.commit(s)
@@ -48,7 +49,12 @@ def run_fake_workload(requests, cfg: EngineConfig, seed: int, check=lambda *a: N
     return [s for _, s in seqs], bm, sched, admitted_order
 
 
-def step_invariants(sched, bm, batch, cfg):
+def step_invariants(sched, bm, batch, cfg, before=()):
+    """After one ``schedule()``; ``before``: the running list as the step began."""
+    assert batch.preempted == list(reversed(before))[:len(batch.preempted)], \
+        "preemption must take the newest running sequences first"
+    assert not (batch.preempted and set(map(id, batch.seqs)) - set(map(id, before))), \
+        "nobody is admitted in a step that preempted"
     assert batch.num_tokens <= cfg.max_num_batched_tokens, "token budget exceeded"
     assert len(sched.running) <= cfg.max_num_seqs
     assert len(set(id(s) for s in batch.seqs)) == len(batch.seqs), "a sequence scheduled twice in a step"
@@ -64,6 +70,11 @@ def step_invariants(sched, bm, batch, cfg):
         assert s.block_table == [] and s.num_computed_tokens == 0
     assert [b.ref_count for b in bm.blocks] == counts, "reference counts differ from the block tables"
     assert len(bm.free) == counts.count(0)
+    for s in sched.running:      # a hashed block can be hit by others: its K/V must be computed
+        for i, b in enumerate(s.block_table):
+            if bm.blocks[b].hash is not None:
+                assert (i + 1) * cfg.block_size <= s.num_computed_tokens, \
+                    f"block {i} of {s} is in the prefix cache but its keys are not computed yet"
 
 
 workloads = st.lists(st.tuples(st.lists(st.integers(0, 3), min_size=1, max_size=40),   # few symbols: shared prefixes
@@ -92,6 +103,36 @@ def test_scheduler_invariants_on_random_workloads(reqs, num_blocks, budget, max_
 
 
 @pytest.mark.step(4)
+@pytest.mark.points(1)
+def test_preemption_takes_the_newest_running_sequence(rng):
+    """Three decoding sequences, no free block: the oldest needs a new block, so the newest is
+    preempted (blocks freed, back at the head of the queue) and the other two still run."""
+    bs = 4
+    cfg = EngineConfig(block_size=bs, num_blocks=5, max_num_batched_tokens=64, max_num_seqs=4)
+    bm = BlockManager(5, bs, enable_prefix_caching=False)
+    sched = Scheduler(cfg, bm, max_model_len=100)
+    seqs = []
+    for i, prompt_len in enumerate([bs, bs + 1, bs + 1]):   # oldest ends on a block boundary
+        s = Sequence(f"r{i}", rng.integers(0, 256, prompt_len).tolist(), SamplingParams(max_tokens=8),
+                     arrival_time=i)
+        bm.allocate(s)
+        bm.allocate_slots(s, prompt_len)
+        s.num_computed_tokens = prompt_len
+        s.token_ids.append(int(rng.integers(256)))            # its first output token, not yet computed
+        s.status = SequenceStatus.RUNNING
+        sched.running.append(s)
+        seqs.append(s)
+    oldest, middle, newest = seqs
+    assert bm.num_free_blocks == 0
+    batch = sched.schedule()
+    assert batch.preempted == [newest], f"preempted {batch.preempted}, expected the newest sequence"
+    assert batch.seqs == [oldest, middle] and batch.num_new_tokens == [1, 1]
+    assert newest.status == SequenceStatus.WAITING and list(sched.waiting) == [newest]
+    assert newest.block_table == [] and newest.num_computed_tokens == 0
+    assert len(oldest.block_table) == 2 and bm.num_free_blocks == 1
+
+
+@pytest.mark.step(4)
 @pytest.mark.points(2)
 def test_requests_that_can_never_fit_are_rejected_up_front():
     cfg = EngineConfig(block_size=4, num_blocks=8)
@@ -105,6 +146,10 @@ def test_requests_that_can_never_fit_are_rejected_up_front():
     ok = Sequence("ok", [1] * 28, SamplingParams(max_tokens=4))              # exactly the pool
     sched.add(ok)
     assert list(sched.waiting) == [ok]
+    roomy = Scheduler(EngineConfig(block_size=4, num_blocks=64), BlockManager(64, 4), max_model_len=64)
+    edge = Sequence("edge", [1] * 20, SamplingParams(max_tokens=44))         # exactly the context length
+    roomy.add(edge)
+    assert list(roomy.waiting) == [edge]
 
 
 # ------------------------------------------------------------- on the real engine
@@ -122,12 +167,11 @@ def tokens_of(outs, n):
 
 
 @pytest.fixture(scope="module")
-def reference_outputs(model):
+def reference_outputs(new_engine):
     """Greedy outputs with a roomy cache, no chunking, no prefix cache: the reference."""
-    from mlsys_labs.serving.engine import LLMEngine
 
     def ref(prompts, n):
-        e = LLMEngine(model, EngineConfig(num_blocks=256, enable_prefix_caching=False))
+        e = new_engine(num_blocks=256, enable_prefix_caching=False)
         return tokens_of(e.generate(prompts, greedy(n)), n)
 
     return ref

@@ -37,6 +37,11 @@ def server(model):
         yield srv
     finally:
         srv.stop()
+    from mlsys_labs.serving.server import port_is_free
+
+    # nothing may outlive the module: the HTTP thread, the engine thread, the listening socket
+    assert not srv.thread.is_alive() and not srv.aengine.thread.is_alive(), "the server did not stop"
+    assert port_is_free(srv.host, srv.port), f"port {srv.port} is still bound after the server stopped"
 
 
 @pytest.fixture
@@ -82,13 +87,13 @@ def test_health_models_and_a_first_request(client, server):
 
 
 @pytest.mark.points(2)
-def test_completion_matches_the_offline_engine(client, server, model, rng):
+def test_completion_matches_the_offline_engine(client, server, new_engine, rng):
     prompt = "".join(chr(c) for c in rng.integers(97, 123, 12))
     r = client.post("/v1/completions", json={"model": "tiny-llama", "prompt": prompt, "max_tokens": 12,
                                              "temperature": 0, "ignore_eos": True})
     assert r.status_code == 200, r.text
     body = r.json()
-    ref = LLMEngine(model, EngineConfig(num_blocks=64)).generate(
+    ref = new_engine(num_blocks=64).generate(
         [prompt], SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0][0]
     assert body["object"] == "text_completion"
     assert body["choices"][0]["text"] == ref.text and body["choices"][0]["finish_reason"] == "length"
