@@ -56,7 +56,7 @@ def check(res: dict, case: dict, seed: int, world: int, *, params_atol: float, w
 
 
 @pytest.fixture
-def s(seed) -> int:
+def lab_seed(seed) -> int:
     """This test's seed (derived from the session seed; ``--seed`` reproduces it), for the model and data."""
     return seed % 100_000
 
@@ -70,24 +70,24 @@ def padded_units(res: dict) -> None:
 # ------------------------------------------------------------------ correctness
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", stages(0, 1, 2, 3))
-def test_stage_matches_single_process_3_ranks(stage, s):
+def test_stage_matches_single_process_3_ranks(stage, lab_seed):
     """fp32, 3 ranks, every unit padded: losses and parameters = single-process PyTorch's."""
     case = dict(stage=stage, **C.AT3)
-    res = C.threaded_run(case, s, WORLD)
+    res = C.threaded_run(case, lab_seed, WORLD)
     padded_units(res)
-    check(res, case, s, WORLD, params_atol=1e-7, what=f"stage {stage} at 3 ranks")
+    check(res, case, lab_seed, WORLD, params_atol=1e-7, what=f"stage {stage} at 3 ranks")
 
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", stages(0, 1, 2, 3))
-def test_accumulation_clipping_frozen_3_ranks(stage, s):
+def test_accumulation_clipping_frozen_3_ranks(stage, lab_seed):
     """2 micro-batches per rank, clipping by the global norm (active), the position table frozen:
     losses and parameters = PyTorch's; the frozen table is untouched."""
     case = dict(stage=stage, accum=2, clip=True, freeze=True, **C.AT3)
-    res = C.threaded_run(case, s, WORLD)
-    check(res, case, s, WORLD, params_atol=1e-5, exact_sums=False, what=f"stage {stage} at 3 ranks, accumulation")
+    res = C.threaded_run(case, lab_seed, WORLD)
+    check(res, case, lab_seed, WORLD, params_atol=1e-5, exact_sums=False, what=f"stage {stage} at 3 ranks, accumulation")
     ids, vocab = C.text_ids()
-    initial = C.fresh_model(case, s, vocab).embed.pos.weight
+    initial = C.fresh_model(case, lab_seed, vocab).embed.pos.weight
     for r, engine in enumerate(res["engines"]):
         assert torch.equal(engine.model.embed.pos.weight.detach(), initial.detach()), \
             f"rank {r}: the frozen position table changed"
@@ -95,19 +95,19 @@ def test_accumulation_clipping_frozen_3_ranks(stage, s):
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", stages(1, 2, 3))
-def test_mixed_precision_master_weights_3_ranks(stage, s):
+def test_mixed_precision_master_weights_3_ranks(stage, lab_seed):
     """bf16 parameters, gradients and collectives, fp32 master weights: the same bf16 operations
     in the same order as the single-process reference, so the fp32 master weights agree to fp32
     rounding.  (Master weights kept in bf16 lose every update below ~0.4% of the weight.)"""
     case = dict(stage=stage, mixed=True, **C.AT3)
-    res = C.threaded_run(case, s, WORLD)
-    check(res, case, s, WORLD, params_atol=1e-7, what=f"stage {stage} bf16 at 3 ranks, master weights")
+    res = C.threaded_run(case, lab_seed, WORLD)
+    check(res, case, lab_seed, WORLD, params_atol=1e-7, what=f"stage {stage} bf16 at 3 ranks, master weights")
 
 
 # ------------------------------------------------- communication inside a step
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", stages(0, 1, 2, 3))
-def test_gradient_communication_with_accumulation(stage, s):
+def test_gradient_communication_with_accumulation(stage, lab_seed):
     """2 micro-batches: DDP and stage 1 communicate no gradient in the ``sync=False`` backward and
     one collective per unit in the last; stages 2 and 3 reduce-scatter every unit in every
     micro-batch.  Bytes per step (our own ring count, at the padded Ψ, fp32):
@@ -127,7 +127,7 @@ def test_gradient_communication_with_accumulation(stage, s):
             step_bytes[rank].append(comm.sent["grads"] + comm.sent["params"])
             comm.sent.clear()
 
-    res = C.threaded_run(case, s, WORLD, steps=2, observe=observe)
+    res = C.threaded_run(case, lab_seed, WORLD, steps=2, observe=observe)
     units, psi = len(res["engines"][0].layouts), res["engines"][0].psi_padded
     want_calls = [0, units] * 2 if stage < 2 else [units, units] * 2
     n = WORLD
@@ -144,8 +144,8 @@ def test_gradient_communication_with_accumulation(stage, s):
 def _local_unit_grads(case: dict, seed: int, rank: int, world: int) -> list[torch.Tensor]:
     """This rank's own (not yet averaged) gradient of step 0, per unit, padded as the engine pads it."""
     ids, vocab = C.text_ids()
-    model = C.fresh_model(case, s, vocab)
-    x, y = C.global_batch(ids, 0, case["batch"], C.BLOCK, s)
+    model = C.fresh_model(case, seed, vocab)
+    x, y = C.global_batch(ids, 0, case["batch"], C.BLOCK, seed)
     model(C.rank_slice(x, rank, world), C.rank_slice(y, rank, world)).backward()
     out = []
     for _, unit in model.units():
@@ -156,7 +156,7 @@ def _local_unit_grads(case: dict, seed: int, rank: int, world: int) -> list[torc
 
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", stages(0, 1, 2, 3))
-def test_buckets_launch_last_unit_first_and_complete(stage, s):
+def test_buckets_launch_last_unit_first_and_complete(stage, lab_seed):
     """In backward each rank launches one gradient collective per unit, in the order backward
     completes them — head, last block, …, embeddings (the reverse of registration) — each on the
     unit's complete local gradient (not a partial one, not another unit's)."""
@@ -169,9 +169,9 @@ def test_buckets_launch_last_unit_first_and_complete(stage, s):
                 launched[c.rank].append(inp.detach().float().clone())
         comm.on_collective.append(hook)
 
-    C.threaded_run(case, s, WORLD, steps=1, setup=setup)
+    C.threaded_run(case, lab_seed, WORLD, steps=1, setup=setup)
     for r in range(WORLD):
-        want = _local_unit_grads(case, s, r, WORLD)
+        want = _local_unit_grads(case, lab_seed, r, WORLD)
         order = list(range(len(want)))[::-1]
         assert [t.numel() for t in launched[r]] == [want[u].numel() for u in order], \
             f"rank {r}: gradient collectives by size {[t.numel() for t in launched[r]]}, units last to first " \
@@ -191,7 +191,7 @@ def _live(refs) -> int:
 
 @pytest.mark.step(8)
 @pytest.mark.points(3)
-def test_stage3_frees_gathered_parameters_and_prefetches(s):
+def test_stage3_frees_gathered_parameters_and_prefetches(lab_seed):
     """Stage 3, 6 units, 3 ranks: at every collective a rank launches, at most 2 gathered
     (full) parameter buffers are alive on it — the unit running and the one prefetched — and
     none after forward's last unit has run nor after backward (measured through weak
@@ -226,7 +226,7 @@ def test_stage3_frees_gathered_parameters_and_prefetches(s):
         after[rank].append((phase, _live(refs[rank])))
         base[rank] = gathers(comm)
 
-    C.threaded_run(case, s, WORLD, steps=2, setup=setup, observe=observe)
+    C.threaded_run(case, lab_seed, WORLD, steps=2, setup=setup, observe=observe)
     units = len(sizes[0])
     for r in range(WORLD):
         assert peak[r][0] <= 2, \
@@ -242,7 +242,7 @@ def test_stage3_frees_gathered_parameters_and_prefetches(s):
 
 @pytest.mark.step(7)
 @pytest.mark.points(2)
-def test_stage2_frees_gradient_buckets(s):
+def test_stage2_frees_gradient_buckets(lab_seed):
     """Stage 2, 6 units, 3 ranks: a unit's full gradient bucket lives only while its reduce-scatter
     is in flight — at most ``max_in_flight`` (2) older buckets alive when a rank launches the next,
     none after backward."""
@@ -261,7 +261,7 @@ def test_stage2_frees_gradient_buckets(s):
     def observe(rank, engine, comm, step, phase):
         after[rank].append((phase, _live(refs[rank])))
 
-    C.threaded_run(case, s, WORLD, steps=2, setup=setup, observe=observe)
+    C.threaded_run(case, lab_seed, WORLD, steps=2, setup=setup, observe=observe)
     for r in range(WORLD):
         assert peak[r] <= 2, f"rank {r}: {peak[r]} full gradient buckets alive when launching another (max 2 in flight)"
         leaks = [(phase, n) for phase, n in after[r] if n]
@@ -271,7 +271,7 @@ def test_stage2_frees_gradient_buckets(s):
 # ---------------------------------------------------------------------- checkpoints
 @pytest.mark.step(10)
 @pytest.mark.points(3)
-def test_checkpoint_reshards_3_to_2_to_3(tmp_path, s):
+def test_checkpoint_reshards_3_to_2_to_3(tmp_path, lab_seed):
     """Stage 3 at 3 ranks trains 4 steps and saves; DDP at 2 ranks resumes, trains 4 more and
     saves; stage 1 at 3 ranks resumes for 4 more.  Losses and final parameters = one
     uninterrupted single-process run (gradients summed over 3, 2, then 3 ranks), fp32 rounding."""
@@ -280,11 +280,11 @@ def test_checkpoint_reshards_3_to_2_to_3(tmp_path, s):
     for i, (stage, world, start, stop) in enumerate(legs):
         case = dict(stage=stage, **C.AT3)
         save = str(tmp_path / f"ckpt{i}")
-        res = C.threaded_run(case, s, world, stop, start=start, resume=prev, save=save)
+        res = C.threaded_run(case, lab_seed, world, stop, start=start, resume=prev, save=save)
         losses += res["losses"]
         prev = save
     ranks = [w for _, w, a, b in legs for _ in range(a, b)]
-    ref_losses, ref_params = C.reference_run(dict(stage=0, **C.AT3), s, ranks=ranks)
+    ref_losses, ref_params = C.reference_run(dict(stage=0, **C.AT3), lab_seed, ranks=ranks)
     assert_close(torch.tensor(losses), torch.tensor(ref_losses), rtol=1e-6, atol=0,
                  what="loss curve: stage 3 at 3 ranks, DDP at 2, stage 1 at 3")
     for name, ref in ref_params.items():
