@@ -6,7 +6,8 @@ Tolerances (stated here, used below):
 - fp32 at 2 ranks: loss and parameters rtol 1e-6 against single-process PyTorch whose gradient
   is summed in the same order (per rank, then over ranks) — in practice they agree to the bit.
 - fp32 at 4 ranks, and with gradient accumulation + clipping: the loss at rtol 1e-6; the
-  parameters within 2e-4 absolute (2% of the learning rate).  gloo's 4-way sum and the clipping
+  parameters within 2e-4 absolute (2% of the learning rate), except the attention's key bias,
+  whose gradient is rounding noise (zero in exact arithmetic) that Adam turns into ±lr steps.  gloo's 4-way sum and the clipping
   norm are summed in another order than the reference, and Adam turns a last-bit difference in a
   near-zero gradient into a step of up to lr — so parameters cannot agree to 1e-6 there.
 - bf16 mixed precision (bf16 compute, gradients and collectives; fp32 master weights): against a
@@ -67,7 +68,15 @@ def check_training(res: dict, name: str, seed: int, world: int, params_atol: flo
         return
     for pname, ref in ref_params.items():
         rtol = 1e-2 if mixed else 1e-6
-        assert_close(res["params"][pname], ref, rtol=rtol, atol=params_atol,
+        got = res["params"][pname].clone()
+        if params_atol > 1e-7 and pname.endswith("qkv.bias"):
+            # The key bias's gradient is zero in exact arithmetic (softmax ignores a shift of a whole
+            # row of scores), so backward computes rounding noise for it, which Adam normalises into
+            # steps of up to ±lr: summed in another order (gloo at 4 ranks, clipping) it takes another
+            # random walk.  Compared only where the sums are the reference's (2 ranks, no clipping).
+            d = C.config(1, case).d_model
+            got[d:2 * d] = ref[d:2 * d]
+        assert_close(got, ref, rtol=rtol, atol=params_atol,
                      what=f"{name} at {world} ranks: {pname} after {C.STEPS} AdamW steps")
 
 

@@ -2,13 +2,19 @@
 look inside a step.
 
 World size 3 with the d_model-8 model (``lab6_cases.AT3``): no unit's size divides by 3, so
-every unit is padded (by 1 or 2 elements) and the last rank's shard holds the padding.  The
-in-process collectives sum in rank order, the order ``lab6_cases.reference_run`` sums the
-per-rank gradients in, so fp32 — and bf16 with fp32 master weights — agree with
-single-process PyTorch to the bit (tolerance rtol 1e-6, atol 1e-7: fp32 rounding only).
-With clipping the global norm is summed in another order than ``clip_grad_norm_``'s, which
-changes the last bits of the clipping coefficient: there the parameters get atol 1e-5 (0.1%
-of the learning rate), except the attention's key bias (see ``check``).
+every unit is padded (by 1 or 2 elements) and the last rank's shard holds the padding.
+
+Tolerances.  The in-process collectives sum in rank order, the order
+``lab6_cases.reference_run`` sums the per-rank gradients in, so the reference engines agree with
+single-process PyTorch to the bit.  A correct engine may still round differently — dividing by
+N before the collective instead of after (as PyTorch DDP does), or summing the squares for
+clipping in another order — and Adam turns last-bit differences of near-zero gradients into
+visible steps (measured over seeds: ≤ 5e-7 in fp32, ≤ 8e-6 with clipping).  So fp32 losses are
+compared at rtol 1e-6 and parameters at rtol 1e-5 with atol 2e-5 (0.2% of the learning rate;
+5e-5 with clipping), except the attention's key bias (see ``key_bias``).  Under bf16 mixed
+precision any reordering changes bf16 roundings and 20 Adam steps amplify them to ~4e-2: there
+the losses are compared at the bf16 policy (rtol 1e-2) and the master weights are checked to
+hold fp32 values, not bf16 ones.
 
 Tests of one stage belong to that stage's README step (DDP 5, ZeRO stage k: 5 + k); the
 checkpoint test is step 10 and the frozen-parameter inventory step 9.
@@ -38,21 +44,24 @@ def stages(*ks):
 def key_bias(name: str, d_model: int) -> slice | None:
     """The key part of an attention's qkv bias.  Its gradient is zero in exact arithmetic
     (softmax is invariant to adding q·b_k to every score of a row), so what backward computes
-    for it is rounding noise, which Adam normalises into steps of ±lr: two summation orders
-    give two different random walks.  It is compared only where the sums are bitwise equal."""
+    for it is rounding noise, which Adam normalises into steps of ±lr: two correct summation
+    orders give two different random walks, so it is not compared."""
     return slice(d_model, 2 * d_model) if name.endswith("qkv.bias") else None
 
 
-def check(res: dict, case: dict, seed: int, world: int, *, params_atol: float, what: str, exact_sums: bool = True) -> None:
-    ref_losses, ref_params = C.reference_run(case, seed, ranks=world)
-    assert_close(torch.tensor(res["losses"]), torch.tensor(ref_losses), rtol=1e-6, atol=0,
+def check(res: dict, case: dict, seed: int, world: int, *, params_atol: float | None, what: str,
+          ranks=None, loss_rtol: float = 1e-6) -> None:
+    ref_losses, ref_params = C.reference_run(case, seed, ranks=ranks or world, steps=len(res["losses"]))
+    assert_close(torch.tensor(res["losses"]), torch.tensor(ref_losses), rtol=loss_rtol, atol=0,
                  what=f"{what}: loss per step")
+    if params_atol is None:
+        return
     for name, ref in ref_params.items():
         got = res["params"][name].clone()
-        kb = None if exact_sums else key_bias(name, case.get("d_model", 9))
+        kb = key_bias(name, case.get("d_model", 9))
         if kb is not None:
             got[kb] = ref[kb]
-        assert_close(got, ref, rtol=1e-6, atol=params_atol, what=f"{what}: {name} after {C.STEPS} AdamW steps")
+        assert_close(got, ref, rtol=1e-5, atol=params_atol, what=f"{what}: {name} after {len(ref_losses)} AdamW steps")
 
 
 @pytest.fixture
@@ -75,7 +84,7 @@ def test_stage_matches_single_process_3_ranks(stage, lab_seed):
     case = dict(stage=stage, **C.AT3)
     res = C.threaded_run(case, lab_seed, WORLD)
     padded_units(res)
-    check(res, case, lab_seed, WORLD, params_atol=1e-7, what=f"stage {stage} at 3 ranks")
+    check(res, case, lab_seed, WORLD, params_atol=2e-5, what=f"stage {stage} at 3 ranks")
 
 
 @pytest.mark.points(2)
@@ -85,7 +94,7 @@ def test_accumulation_clipping_frozen_3_ranks(stage, lab_seed):
     losses and parameters = PyTorch's; the frozen table is untouched."""
     case = dict(stage=stage, accum=2, clip=True, freeze=True, **C.AT3)
     res = C.threaded_run(case, lab_seed, WORLD)
-    check(res, case, lab_seed, WORLD, params_atol=1e-5, exact_sums=False, what=f"stage {stage} at 3 ranks, accumulation")
+    check(res, case, lab_seed, WORLD, params_atol=5e-5, what=f"stage {stage} at 3 ranks, accumulation")
     ids, vocab = C.text_ids()
     initial = C.fresh_model(case, lab_seed, vocab).embed.pos.weight
     for r, engine in enumerate(res["engines"]):
@@ -96,12 +105,16 @@ def test_accumulation_clipping_frozen_3_ranks(stage, lab_seed):
 @pytest.mark.points(2)
 @pytest.mark.parametrize("stage", stages(1, 2, 3))
 def test_mixed_precision_master_weights_3_ranks(stage, lab_seed):
-    """bf16 parameters, gradients and collectives, fp32 master weights: the same bf16 operations
-    in the same order as the single-process reference, so the fp32 master weights agree to fp32
-    rounding.  (Master weights kept in bf16 lose every update below ~0.4% of the weight.)"""
+    """bf16 parameters, gradients and collectives, fp32 master weights: the losses follow the
+    single-process bf16 reference (bf16 policy), and the master weights AdamW updated are fp32
+    values — fewer than 1% of them representable in bf16 (a master kept in bf16: all of them,
+    and every update below ~0.4% of a weight is lost)."""
     case = dict(stage=stage, mixed=True, **C.AT3)
     res = C.threaded_run(case, lab_seed, WORLD)
-    check(res, case, lab_seed, WORLD, params_atol=1e-7, what=f"stage {stage} bf16 at 3 ranks, master weights")
+    check(res, case, lab_seed, WORLD, params_atol=None, loss_rtol=1e-2, what=f"stage {stage} bf16 at 3 ranks")
+    master = torch.cat([t.reshape(-1) for t in res["params"].values()])
+    in_bf16 = (master == master.bfloat16().float()).double().mean().item()
+    assert in_bf16 < 0.01, f"{100 * in_bf16:.0f}% of the master weights are bf16 values: the master copy is not fp32"
 
 
 # ------------------------------------------------- communication inside a step
@@ -159,7 +172,8 @@ def _local_unit_grads(case: dict, seed: int, rank: int, world: int) -> list[torc
 def test_buckets_launch_last_unit_first_and_complete(stage, lab_seed):
     """In backward each rank launches one gradient collective per unit, in the order backward
     completes them — head, last block, …, embeddings (the reverse of registration) — each on the
-    unit's complete local gradient (not a partial one, not another unit's)."""
+    unit's complete local gradient (not a partial one, not another unit's; divided by N already
+    or not)."""
     case = dict(stage=stage, **C.AT3)
     launched = {r: [] for r in range(WORLD)}
 
@@ -177,8 +191,9 @@ def test_buckets_launch_last_unit_first_and_complete(stage, lab_seed):
             f"rank {r}: gradient collectives by size {[t.numel() for t in launched[r]]}, units last to first " \
             f"{[want[u].numel() for u in order]}"
         for got, u in zip(launched[r], order):
+            # the local gradient, or that divided by N already (averaging before the collective is fine)
             matches = [v for v in range(len(want)) if want[v].numel() == got.numel()
-                       and torch.allclose(got, want[v], rtol=1e-5, atol=1e-7)]
+                       and any(torch.allclose(got, want[v] * f, rtol=1e-5, atol=1e-8) for f in (1.0, 1.0 / WORLD))]
             assert matches[:1] == [u] or u in matches, \
                 f"rank {r}: the collective launched for unit {u} (last to first) holds " \
                 f"{'the gradient of unit ' + str(matches) if matches else 'no complete unit gradient'}"
@@ -234,10 +249,11 @@ def test_stage3_frees_gathered_parameters_and_prefetches(lab_seed):
             f"{units} units of ~{sizes[r][1].padded} elements): gathered units are not freed after use"
         leaks = [(phase, n) for phase, n in after[r] if n]
         assert not leaks, f"rank {r}: gathered parameter buffers still alive (phase, count): {leaks}"
-        want = [(u, min(u + 2, units)) for u in range(units)] * 2
-        assert prefetch[r] == want, \
-            f"rank {r}: (unit, gathers launched in this forward when it starts) {prefetch[r]}, expected {want}: " \
-            f"the next unit's gather must already be in flight"
+        assert [u for u, _ in prefetch[r]] == list(range(units)) * 2, prefetch[r]
+        late = [(u, n) for u, n in prefetch[r] if n < min(u + 2, units)]
+        assert not late, \
+            f"rank {r}: (unit, gathers launched in this forward when its forward starts) {late}: the next " \
+            f"unit's gather must already be in flight (prefetch)"
 
 
 @pytest.mark.step(7)
@@ -274,7 +290,8 @@ def test_stage2_frees_gradient_buckets(lab_seed):
 def test_checkpoint_reshards_3_to_2_to_3(tmp_path, lab_seed):
     """Stage 3 at 3 ranks trains 4 steps and saves; DDP at 2 ranks resumes, trains 4 more and
     saves; stage 1 at 3 ranks resumes for 4 more.  Losses and final parameters = one
-    uninterrupted single-process run (gradients summed over 3, 2, then 3 ranks), fp32 rounding."""
+    uninterrupted single-process run (gradients summed over 3, 2, then 3 ranks), at the fp32
+    tolerances of ``check``."""
     legs = [(3, 3, 0, 4), (0, 2, 4, 8), (1, 3, 8, 12)]
     losses, prev, res = [], None, None
     for i, (stage, world, start, stop) in enumerate(legs):
@@ -288,4 +305,8 @@ def test_checkpoint_reshards_3_to_2_to_3(tmp_path, lab_seed):
     assert_close(torch.tensor(losses), torch.tensor(ref_losses), rtol=1e-6, atol=0,
                  what="loss curve: stage 3 at 3 ranks, DDP at 2, stage 1 at 3")
     for name, ref in ref_params.items():
-        assert_close(res["params"][name], ref, rtol=1e-6, atol=1e-7, what=f"{name} after resharding twice")
+        got = res["params"][name].clone()
+        kb = key_bias(name, 8)
+        if kb is not None:
+            got[kb] = ref[kb]
+        assert_close(got, ref, rtol=1e-5, atol=2e-5, what=f"{name} after resharding twice")
