@@ -159,7 +159,8 @@ def test_eos_ignore_eos_and_a_partial_last_character(make_engine, rng):
     assert (stop.finish_reason, stop.token_ids, stop.text) == ("stop", script[:5], chr(a) + "€")
     assert (ignore.finish_reason, ignore.token_ids) == ("length", script)
     assert ignore.text == ByteTokenizer().decode(script) and ignore.text.endswith("\ufffd"), repr(ignore.text)
-    assert (stop_id.finish_reason, stop_id.token_ids) == ("stop", script[:6])
+    assert (stop_id.finish_reason, stop_id.token_ids, stop_id.text) == ("stop", script[:6], chr(a) + "€"), \
+        "a stop token ends the request and is not part of the text"
     e.block_manager.assert_all_free()
 
 

@@ -252,8 +252,13 @@ def test_int8_per_channel_quantisation_error_bound(rng):
     from mlsys_labs.serving.quant import Int8Linear, quantize_per_channel
 
     w = torch.from_numpy(rng.standard_normal((48, 64)) * rng.uniform(0.1, 3, (48, 1))).float()
+    w[int(rng.integers(48))] = 0.0                          # an all-zero output channel
     q, scale = quantize_per_channel(w)
+    assert bool(torch.isfinite(scale).all()) and bool((scale > 0).all())
     assert q.dtype == torch.int8 and scale.shape == (48,)
+    absmax = w.double().abs().amax(1) / 127                  # s_i = max_j |W_ij| / 127, per output channel
+    nonzero = absmax > 0
+    assert_close(scale[nonzero], absmax[nonzero], dtype=torch.float32, what="per-channel scales")
     assert int(q.abs().max()) <= 127
     err = (q.double() * scale.double()[:, None] - w.double()).abs()
     assert bool((err <= scale.double()[:, None] / 2 + 1e-6).all()), "rounding error above half a step"
@@ -261,7 +266,10 @@ def test_int8_per_channel_quantisation_error_bound(rng):
     lin.weight.data.copy_(w)
     x = torch.from_numpy(rng.standard_normal((5, 64))).float()
     ref = x.double() @ (q.double() * scale.double()[:, None]).T
-    assert_close(Int8Linear(lin)(x), ref, dtype=torch.float32, scale=10, what="Int8Linear")
+    y = Int8Linear(lin)(x)
+    assert_close(y, ref, dtype=torch.float32, scale=10, what="Int8Linear")
+    bound = x.double().abs().sum(1, keepdim=True) * absmax[None, :] / 2 + 1e-4   # Σ_j |x_j| · s_i / 2
+    assert bool(((y.double() - x.double() @ w.double().T).abs() <= bound).all()), "Int8Linear beyond the rounding bound"
 
 
 @pytest.mark.step(8)

@@ -106,13 +106,15 @@ def test_scheduler_invariants_on_random_workloads(reqs, num_blocks, budget, max_
 @pytest.mark.points(1)
 def test_preemption_takes_the_newest_running_sequence(rng):
     """Three decoding sequences, no free block: the oldest needs a new block, so the newest is
-    preempted (blocks freed, back at the head of the queue) and the other two still run."""
+    preempted (blocks freed, back at the head of the queue) and the other two still run.
+    Nobody is admitted in that step, although the freed blocks and the budget left would
+    let the victim back in at once (to be preempted again)."""
     bs = 4
-    cfg = EngineConfig(block_size=bs, num_blocks=5, max_num_batched_tokens=64, max_num_seqs=4)
-    bm = BlockManager(5, bs, enable_prefix_caching=False)
+    cfg = EngineConfig(block_size=bs, num_blocks=7, max_num_batched_tokens=6, max_num_seqs=4)
+    bm = BlockManager(7, bs, enable_prefix_caching=False)
     sched = Scheduler(cfg, bm, max_model_len=100)
     seqs = []
-    for i, prompt_len in enumerate([bs, bs + 1, bs + 1]):   # oldest ends on a block boundary
+    for i, prompt_len in enumerate([bs, bs + 1, 3 * bs + 1]):   # oldest ends on a block boundary
         s = Sequence(f"r{i}", rng.integers(0, 256, prompt_len).tolist(), SamplingParams(max_tokens=8),
                      arrival_time=i)
         bm.allocate(s)
@@ -129,7 +131,7 @@ def test_preemption_takes_the_newest_running_sequence(rng):
     assert batch.seqs == [oldest, middle] and batch.num_new_tokens == [1, 1]
     assert newest.status == SequenceStatus.WAITING and list(sched.waiting) == [newest]
     assert newest.block_table == [] and newest.num_computed_tokens == 0
-    assert len(oldest.block_table) == 2 and bm.num_free_blocks == 1
+    assert len(oldest.block_table) == 2 and bm.num_free_blocks == 3
 
 
 @pytest.mark.step(4)
