@@ -3,7 +3,9 @@ the cases, the single-process PyTorch reference and one sharded training run.
 
 The model is deliberately tiny (d_model 9, 2 blocks, 16 characters of context): 4 ranks
 share 2 cores in the tests.  d_model = 9 makes every block 1089 parameters, so the units
-do not divide by 2 or 4 and the padding paths run.
+do not divide by 2 or 4 and the padding paths run.  ``threaded_run`` trains the same way on
+ranks that are threads of the calling process (``thread_ranks.py``); its 3-rank cases use
+``AT3`` (d_model 8, global batch 6), whose units do not divide by 3.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from mlsys_labs.zero import CharText, GPTConfig, global_batch, load_text, rank_s
 from mlsys_labs.zero.model import build_model
 
 STEPS = 20
-BATCH = 8          # global batch (sequences); divides by 1, 2, 4 ranks and by 2 micro-batches
+BATCH = 8          # global batch (sequences); divides by 1, 2, 4 ranks and by 2 micro-batches (a case's "batch" overrides it)
 BLOCK = 16
 LR, BETAS, EPS, WD = 1e-2, (0.9, 0.99), 1e-8, 0.1
 CLIP = 0.05        # small enough that clipping is active on most steps
