@@ -6,7 +6,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from mlsys_labs.common.device import has_cuda
 from mlsys_labs.common.tolerance import assert_close
@@ -68,6 +67,8 @@ def test_rmsnorm_checks_inputs(randn):
 
 def hf_rope(x, positions, base=10000.0):
     """transformers' rotate-half RoPE in float64, with cos/sin built from RoFormer's θ_i = base^(-2i/d)."""
+    # imported here, not at the top: transformers takes seconds to import and only RoPE needs it
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
     d = x.shape[-1]
     inv_freq = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.float64) / d))
     ang = positions.double().cpu()[:, None] * inv_freq[None, :]
