@@ -148,7 +148,7 @@ def test_eos_ignore_eos_and_a_partial_last_character(make_engine, rng):
 
     e = make_engine(num_blocks=64)
     p = prompt_of(rng, 3, 10)
-    a, b = [int(x) for x in rng.integers(97, 123, 2)]
+    a, b = [int(x) for x in rng.choice(np.arange(97, 123), 2, replace=False)]   # two different letters
     script = [a, 0xE2, 0x82, 0xAC, EOS, b, EOS, 0xF0, 0x9F, 0x98]      # a € EOS b EOS, then 3 of 😀's 4 bytes
     runs = e.generate([p, p, p], [
         SamplingParams(temperature=0, max_tokens=10, logits_processor=forcing(script, len(p))),
