@@ -162,6 +162,9 @@ def test_clipping_bounds_the_norm_and_keeps_the_direction(scale, clip, seed):
     expected_scale = min(1.0, clip / norm)
     for k in update:
         assert_close(clipped[k], update[k] * expected_scale, dtype="float64", what=f"clipped {k}")
+    inside = {k: a * (0.5 * clip / norm) for k, a in update.items()}      # norm C/2: left as it is
+    for k, a in clip_update(inside, clip).items():
+        assert_close(a, inside[k], dtype="float64", what=f"an update inside the ball, {k}")
     zero = clip_update({k: np.zeros_like(a) for k, a in update.items()}, clip)  # a client that did not move
     assert all(np.array_equal(a, np.zeros_like(a)) for a in zero.values()), "a zero update must stay zero"
 
