@@ -283,6 +283,15 @@ MUTANTS = [
         tests=(R + "::test_mixed_precision_master_weights_3_ranks",),
     ),
     Mutant(
+        name="zero3-shard-a-view-of-the-unit",
+        file=Z + "zero3.py",
+        old="            shard = full32[L.lo:L.hi].to(self.param_dtype).clone().requires_grad_(True)\n",
+        new="            shard = full32[L.lo:L.hi].to(self.param_dtype).requires_grad_(True)\n",
+        why="no clone: in fp32 .to() returns the slice itself, a view that keeps the whole flattened unit "
+            "alive on every rank (stage 3 then holds 4Ψ of parameters, not 4Ψ/N)",
+        tests=(R + "::test_model_state_memory_3_ranks",),
+    ),
+    Mutant(
         name="zero3-no-prefetch",
         file=Z + "zero3.py",
         old="        if u + 1 < len(self.layouts):\n            self._start_gather(\"fwd\", u + 1)\n",

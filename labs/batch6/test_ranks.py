@@ -310,3 +310,30 @@ def test_checkpoint_reshards_3_to_2_to_3(tmp_path, lab_seed):
         if kb is not None:
             got[kb] = ref[kb]
         assert_close(got, ref, rtol=1e-5, atol=2e-5, what=f"{name} after resharding twice")
+
+
+# ---------------------------------------------------------------------- memory formula
+@pytest.mark.step(9)
+@pytest.mark.points(1)
+@pytest.mark.parametrize("stage,mixed", [(0, False), (1, False), (2, False), (3, False), (3, True)])
+def test_model_state_memory_3_ranks(stage, mixed, lab_seed):
+    """After a step at 3 ranks (every unit padded), each rank's inventory of parameters + gradients +
+    optimizer states = the ZeRO formula at the padded Ψ exactly (the formula written out here)."""
+    from mlsys_labs.zero import inventory
+    from mlsys_labs.zero.memory import model_state_bytes
+
+    case = dict(stage=stage, mixed=mixed, **C.AT3)
+    measured = {}
+
+    def observe(rank, engine, comm, step, phase):
+        if phase == "step":
+            measured[rank] = inventory(engine)
+
+    res = C.threaded_run(case, lab_seed, WORLD, steps=1, observe=observe)
+    psi, n = res["engines"][0].psi_padded, WORLD
+    p, g, k = (2, 2, 12) if mixed else (4, 4, 8)
+    want = {0: (p + g + k) * psi, 1: (p + g) * psi + k * psi / n, 2: p * psi + (g + k) * psi / n,
+            3: (p + g + k) * psi / n}[stage]
+    for r in range(WORLD):
+        got = model_state_bytes(measured[r])
+        assert got == want, f"rank {r}: {measured[r]} sums to {got} B, formula {want:.0f} B (Ψ padded = {psi})"
