@@ -35,6 +35,7 @@ import lab6_cases as C  # noqa: E402
 
 STAGE_STEP = {0: 5, 1: 6, 2: 7, 3: 8}
 WORLD = 3
+STEPS = 10   # AdamW steps of the correctness tests (half the torchrun tests' 20: these are about the sums)
 
 
 def stages(*ks):
@@ -82,7 +83,7 @@ def padded_units(res: dict) -> None:
 def test_stage_matches_single_process_3_ranks(stage, lab_seed):
     """fp32, 3 ranks, every unit padded: losses and parameters = single-process PyTorch's."""
     case = dict(stage=stage, **C.AT3)
-    res = C.threaded_run(case, lab_seed, WORLD)
+    res = C.threaded_run(case, lab_seed, WORLD, STEPS)
     padded_units(res)
     check(res, case, lab_seed, WORLD, params_atol=2e-5, what=f"stage {stage} at 3 ranks")
 
@@ -93,7 +94,7 @@ def test_accumulation_clipping_frozen_3_ranks(stage, lab_seed):
     """2 micro-batches per rank, clipping by the global norm (active), the position table frozen:
     losses and parameters = PyTorch's; the frozen table is untouched."""
     case = dict(stage=stage, accum=2, clip=True, freeze=True, **C.AT3)
-    res = C.threaded_run(case, lab_seed, WORLD)
+    res = C.threaded_run(case, lab_seed, WORLD, STEPS)
     check(res, case, lab_seed, WORLD, params_atol=5e-5, what=f"stage {stage} at 3 ranks, accumulation")
     ids, vocab = C.text_ids()
     initial = C.fresh_model(case, lab_seed, vocab).embed.pos.weight
@@ -110,7 +111,7 @@ def test_mixed_precision_master_weights_3_ranks(stage, lab_seed):
     values — fewer than 1% of them representable in bf16 (a master kept in bf16: all of them,
     and every update below ~0.4% of a weight is lost)."""
     case = dict(stage=stage, mixed=True, **C.AT3)
-    res = C.threaded_run(case, lab_seed, WORLD)
+    res = C.threaded_run(case, lab_seed, WORLD, STEPS)
     check(res, case, lab_seed, WORLD, params_atol=None, loss_rtol=1e-2, what=f"stage {stage} bf16 at 3 ranks")
     master = torch.cat([t.reshape(-1) for t in res["params"].values()])
     in_bf16 = (master == master.bfloat16().float()).double().mean().item()
@@ -194,7 +195,7 @@ def test_buckets_launch_last_unit_first_and_complete(stage, lab_seed):
             # the local gradient, or that divided by N already (averaging before the collective is fine)
             matches = [v for v in range(len(want)) if want[v].numel() == got.numel()
                        and any(torch.allclose(got, want[v] * f, rtol=1e-5, atol=1e-8) for f in (1.0, 1.0 / WORLD))]
-            assert matches[:1] == [u] or u in matches, \
+            assert u in matches, \
                 f"rank {r}: the collective launched for unit {u} (last to first) holds " \
                 f"{'the gradient of unit ' + str(matches) if matches else 'no complete unit gradient'}"
 
