@@ -3,7 +3,7 @@
     mlsys-labs list
     mlsys-labs run N [demo options]          # graded tests, benchmarks, the lab's demo, figures
     mlsys-labs starter DEST
-    mlsys-labs grade [--lab N] [--submission PATH] [--out results.json] [--summary results.md]
+    mlsys-labs grade [--lab N] [--submission PATH] [--out results.json] [--summary results.md] [--seed S] [--reference-cache DIR]
     mlsys-labs mutants [--lab N] [--jobs J]  # do the graded tests catch each catalogued learner bug?
     mlsys-labs report
     mlsys-labs gpu-check                     # on a CUDA machine
@@ -135,7 +135,7 @@ def cmd_run(args, extra: list[str]) -> int:
         steps = f" (step {args.step})" if args.step else ""
         print(f"== Lab {lab.number}: {lab.topic} — graded tests{steps}")
         result = grade(lab.number, project_root(), timeout=args.timeout, show_progress=sys.stderr.isatty(),
-                       pytest_args=("--step", args.step) if args.step else ())
+                       sandbox=False, pytest_args=("--step", args.step) if args.step else ())
         result.steps = args.step
         _record_grade(result, by="run")
         failed = [t for t in result.tests if t.status != "passed"]
@@ -183,7 +183,7 @@ def cmd_starter(args) -> int:
 # ------------------------------------------------------------------------------ grade
 def cmd_grade(args) -> int:
     from .catalog import present_labs
-    from .grading.grader import grade, write_outputs
+    from .grading.grader import GradeError, grade, refused, write_outputs
 
     labs = [get_lab(_lab_number(args.lab))] if args.lab else present_labs()
     if not labs:
@@ -191,14 +191,21 @@ def cmd_grade(args) -> int:
     submission = Path(args.submission).resolve() if args.submission else project_root()
     if not submission.exists():
         raise CLIError(f"submission path {submission} does not exist")
+    summary = Path(args.summary) if args.summary else Path(args.out).with_suffix(".md")
+    for stale in (Path(args.out), summary):  # a grade stopped midway must leave no old score behind
+        stale.unlink(missing_ok=True)
     results = []
     for lab in labs:
-        r = grade(lab.number, submission, timeout=args.timeout, show_progress=sys.stderr.isatty())
+        try:
+            r = grade(lab.number, submission, timeout=args.timeout, show_progress=sys.stderr.isatty(), seed=args.seed,
+                      reference_cache=Path(args.reference_cache) if args.reference_cache else None)
+        except GradeError as exc:  # refused or unimportable: a complete results file still says why
+            print(f"Lab {lab.number}: not graded: {exc}", file=sys.stderr, flush=True)
+            r = refused(lab.number, str(exc), submission=submission)
         print(f"Lab {lab.number}: {r.score:g} / {r.max_score:g} ({100 * r.fraction:.0f}%)", flush=True)
         results.append(r)
         if submission == project_root().resolve():
             _record_grade(r, by="grade")
-    summary = Path(args.summary) if args.summary else Path(args.out).with_suffix(".md")
     write_outputs(results, Path(args.out), summary)
     total = sum(r.score for r in results)
     maximum = sum(r.max_score for r in results)
@@ -322,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--summary", help="Markdown summary path (default: OUT with .md)")
     g.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
     g.add_argument("--fail-under", type=float, help="exit 1 when the total is below this percentage")
+    g.add_argument("--seed", type=int, help="session seed (default: random per grade; fix it to grade a class "
+                                            "against one reference run with --reference-cache)")
+    g.add_argument("--reference-cache", help="folder keeping the reference's run per seed and sources")
     m = sub.add_parser("mutants", help="plant each catalogued learner bug in a copy and check the graded tests catch it")
     m.add_argument("--lab", help="lab number (default: every lab with labs/batchN/mutants.py)")
     m.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2; a catalogue may cap it)")

@@ -1,40 +1,66 @@
-"""The grader: run a lab's graded tests against a submission, robustly, and score them.
+"""The grader: run a lab's graded tests against a submission, and score them — in a way
+the submission's code cannot forge.
 
 How a submission is graded
 --------------------------
-1. The submission's ``mlsys_labs`` (a starter copy a learner filled in) is copied into a
-   fresh folder, and the grading infrastructure (``common``, ``grading``, ``catalog``,
-   ``cli``) is replaced by the instructor's own, so the lab code is the learner's and the
-   yardsticks are not.  The tests themselves (hidden ones included) come from the
-   instructor's ``labs/batchN``.
-2. pytest runs in a child process with that folder first on ``PYTHONPATH`` and a timeout
-   per test.  The pytest plugin logs every test's start and end; a watchdog kills the
-   child's whole process group when a test outlives its timeout (an endless loop in C or
-   numba that pytest-timeout cannot interrupt), and a crash (a segfault, ``os._exit``)
-   fails only the test that was running: the run resumes with the tests not yet graded.
-3. Points come from ``@pytest.mark.points(n)``; a skipped test earns nothing; tests that
+1. **Bundles.** The submission's ``mlsys_labs`` (refused if it holds links, device files
+   or oversized files) is copied with the instructor's grading infrastructure on top
+   (``common``, ``grading``, ``catalog``, ``cli``) into a *bundle* beside the lab's tests:
+   one bundle of the visible tests (hidden ones cut out of the sources) and one of the
+   hidden tests.  A third bundle holds the instructor's reference with every test.
+2. **Sandboxes** (:mod:`mlsys_labs.grading.sandbox`): every bundle runs in its own — own
+   filesystem with the bundle read-only, no network, an unprivileged user, limits, and
+   nothing that outlives it.  The instructor's checkout, ``--out`` and the grader's
+   environment (tokens, secrets) are not reachable from inside.
+3. **Differential verdicts.** The reference and the submission run the same tests with
+   the same session seed, so every test draws the same inputs.  While a test runs, each
+   comparison it makes is recorded: every ``assert_close`` (the value compared, as a
+   sample of up to 256 elements plus sums over all of them, with the test's tolerance) and
+   every plain ``assert`` that passes (its line).  The grader — outside every sandbox —
+   passes a test only if the submission's run says it passed *and* its record matches the
+   reference's: the same comparisons, each value within twice the test's own tolerance of
+   the reference's (both lie within the tolerance of the test's expected value).  A
+   submission that patches pytest, the plugin, the event log or the tolerance helpers still
+   has to produce the right values; one that implements nothing has none to show.
+4. **Robust running.** pytest's child logs every test's start and end; the grader's own
+   watchdog kills the sandbox when a test outlives its timeout (or the child goes silent,
+   or the lab's deadline passes), and a crash fails only the running test: the run
+   resumes with the tests not yet graded.  A malformed line in the log is ignored.  Which
+   tests exist and what they are worth comes from the reference's run, never from the
+   submission's.
+5. Points come from ``@pytest.mark.points(n)``; a skipped test earns nothing; tests that
    need a GPU are left out of the score on a machine without one (and listed as such).
+   Each solution function that matches the public reference after normalising names,
+   comments and whitespace is reported (the reference is public: copying can't be
+   prevented, but it can be seen).
 
 Output: Gradescope's ``results.json`` (score, max_score, tests[] with name, score,
-max_score, status, output, visibility) and a Markdown summary.
+max_score, status, output, visibility) and a Markdown summary, written only by the
+grader, atomically, once every lab is graded.  Hidden tests show their name, points and
+verdict only.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..catalog import Lab, get_lab
 from ..common import device
-from ..common.procs import kill_group
 from ..common.paths import project_root
+from .sandbox import NOBODY, REFERENCE_UID, Limits, Sandbox, isolation, minimal_env
 
 # parts of mlsys_labs that are the instructor's yardsticks, never the submission's
 INFRASTRUCTURE = ("common", "grading", "catalog.py", "cli.py", "__init__.py")
@@ -65,6 +91,12 @@ class GradeResult:
     tests: list[TestResult] = field(default_factory=list)
     not_run_gpu: list[str] = field(default_factory=list)
     execution_time: float = 0.0
+    isolation: str = ""                     # how the submission's code was isolated (sandbox.describe)
+    verified: bool = False                  # verdicts checked against the reference's run
+    unverified: list[str] = field(default_factory=list)   # tests the reference itself failed in this run
+    copies: list[str] = field(default_factory=list)       # solution functions identical to the reference
+    suspicious: list[str] = field(default_factory=list)   # lines reaching for pytest, the grader, frames, ...
+    seed: int | None = None
 
     @property
     def score(self) -> float:
@@ -86,7 +118,8 @@ class GradeResult:
             "visibility": "visible",
             "stdout_visibility": "visible",
             "output": f"Lab {self.lab.number} — {self.lab.topic}: {self.score:g} / {self.max_score:g}"
-                      + (f"; {len(self.not_run_gpu)} GPU-only tests not run (no CUDA GPU)" if self.not_run_gpu else ""),
+                      + (f"; {len(self.not_run_gpu)} GPU-only tests not run (no CUDA GPU)" if self.not_run_gpu else "")
+                      + "".join(f"\n{line}" for line in self.notes()),
             # a hidden test shows its name, points and verdict only: its output could quote its source
             "tests": [{
                 "name": t.name, "score": t.score, "max_score": t.max_score, "status": t.status,
@@ -110,7 +143,33 @@ class GradeResult:
             lines += ["", "</details>"]
         if self.not_run_gpu:
             lines += ["", f"{len(self.not_run_gpu)} GPU-only tests were not run (no CUDA GPU on this machine)."]
+        notes = self.notes()
+        if notes:
+            lines += [""] + [f"- {n}" for n in notes]
         return "\n".join(lines) + "\n"
+
+    def notes(self) -> list[str]:
+        """How far this grade can be trusted: isolation, verification, copies."""
+        out = []
+        if self.isolation:
+            out.append(f"Submission code ran {self.isolation}.")
+        if self.verified:
+            out.append(f"Verdicts checked against the reference's run with the same seed ({self.seed}).")
+        elif self.isolation:
+            out.append("Verdicts NOT checked against a reference (the checkout graded itself): "
+                       "this score is only as trustworthy as the code graded.")
+        if self.unverified:
+            out.append(f"{len(self.unverified)} tests failed on the reference itself in this run (twice), so the "
+                       f"submission's passes could not be checked and earn nothing — a problem for the instructor, "
+                       f"regrade: {', '.join(self.unverified[:5])}")
+        if self.copies:
+            out.append(f"{len(self.copies)} solution functions match the public reference after normalising "
+                       f"names and whitespace: {', '.join(self.copies[:8])}"
+                       + (" …" if len(self.copies) > 8 else ""))
+        if self.suspicious:
+            out.append(f"{len(self.suspicious)} lines of the submission reach for pytest, the grader or other "
+                       f"processes (read them): {'; '.join(self.suspicious[:6])}" + (" …" if len(self.suspicious) > 6 else ""))
+        return out
 
 
 _FRAME = re.compile(r"^(?P<file>\S*mlsys_labs/(?P<rel>[\w/]+\.py)):(?P<line>\d+): (?:in (?P<func>\w+)|\w+)")
@@ -186,7 +245,7 @@ def check_submission_files(src: Path) -> None:
 
 def prepare_submission(submission: Path, root: Path, workdir: Path) -> Path:
     """Copy the submission's ``mlsys_labs`` into ``workdir`` with the instructor's
-    infrastructure on top; return the folder to put first on PYTHONPATH."""
+    infrastructure on top; return ``workdir`` (the folder to put first on PYTHONPATH)."""
     src = submission / "mlsys_labs"
     if src.is_symlink():
         raise GradeError(f"{src} is a symbolic link: submit the package itself")
@@ -209,132 +268,246 @@ def prepare_submission(submission: Path, root: Path, workdir: Path) -> Path:
     return workdir
 
 
-def _child_env(pythonpath: Path, submission: Path) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(pythonpath) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["MLSYS_LABS_HOME"] = str(submission)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+def make_bundle(package_from: Path, root: Path, lab: Lab, dest: Path, *, tests: str) -> Path:
+    """A folder a sandbox runs: ``mlsys_labs`` (from ``package_from``, with the
+    instructor's infrastructure), the lab's tests — ``tests`` is "visible" (hidden tests cut
+    out of the sources), "hidden" or "all" — and ``pyproject.toml``; never the lab's
+    mutation catalogue (it quotes the reference)."""
+    from .starter import remove_hidden_tests
+
+    prepare_submission(package_from, root, dest)
+    shutil.copy2(root / "pyproject.toml", dest / "pyproject.toml")
+    src = root / "labs" / f"batch{lab.batch}"
+    out = dest / "labs" / f"batch{lab.batch}"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "mutants.py", "figures"))
+    if (root / "labs" / "__init__.py").exists():
+        shutil.copy2(root / "labs" / "__init__.py", dest / "labs" / "__init__.py")
+    if tests == "visible":
+        for path in out.rglob("*.py"):
+            kept, _ = remove_hidden_tests(path.read_text(), str(path))
+            if kept is None:
+                path.unlink()
+            else:
+                path.write_text(kept)
+    for sub in (".mlsys", "reports", "benchmarks/results"):
+        (dest / sub).mkdir(parents=True, exist_ok=True)
+    for path in [dest, *dest.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return dest
 
 
-def check_imports(lab: Lab, pythonpath: Path, submission: Path, timeout: float = 300) -> None:
+def _child_env(bundle: Path, box: Sandbox, home: Path | None = None) -> dict:
+    """A sandbox's environment: nothing of the grader's.  ``home`` (trusted runs only: a
+    learner checking their own checkout) keeps that checkout's caches and environment."""
+    if home is not None:
+        return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(bundle), os.environ.get("PYTHONPATH")])),
+                    MLSYS_LABS_HOME=str(home), PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    return minimal_env(box.scratch, {"PYTHONPATH": str(bundle), "MLSYS_LABS_HOME": str(bundle)})
+
+
+def _sandbox(work: Path, bundle: Path, kind: str, home: Path | None = None, limits: Limits | None = None,
+             uid: int = NOBODY) -> Sandbox:
+    """The sandbox for one bundle: its state, reports and results folders writable."""
+    scratch = work / "scratch"
+    writable = [(scratch / "state", bundle / ".mlsys"), (scratch / "reports", bundle / "reports"),
+                (scratch / "results", bundle / "benchmarks" / "results")]
+    return Sandbox(work, bundle=bundle, scratch=scratch, kind=kind, extra_writable=writable, home=home,
+                   limits=limits or Limits(), uid=uid)
+
+
+def check_imports(lab: Lab, bundle: Path, box: Sandbox, timeout: float = 300) -> None:
     """Raise GradeError with the one-line cause if the lab's packages do not import."""
     code = "; ".join(f"import mlsys_labs.{p}" for p in lab.packages)
-    proc = subprocess.run([sys.executable, "-c", code], env=_child_env(pythonpath, submission),
-                          capture_output=True, text=True, timeout=timeout, cwd=pythonpath)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["(no error output)"])[-1]
-        raise GradeError(f"the submission's Lab {lab.number} code does not import: {last}")
+    out = box.scratch / "import-check.out"
+    with open(out, "w") as f:
+        proc = box.popen([sys.executable, "-c", code], env=_child_env(bundle, box, box.home), cwd=box.scratch, stdout=f)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            box.kill()
+            raise GradeError(f"importing the submission's Lab {lab.number} code took over {timeout:.0f} s") from None
+    box.kill()
+    if rc != 0:
+        lines = out.read_text(errors="replace").strip().splitlines() or ["(no error output)"]
+        raise GradeError(f"the submission's Lab {lab.number} code does not import: {lines[-1][:500]}")
 
 
 # ---------------------------------------------------------------------------- running
+EVENTS = ("collected", "start", "end", "check")
+MAX_EVENT_LINE = 1 << 20       # a longer line is garbage, not an event
+MAX_CHECKS_PER_TEST = 20000
+
+
 def read_events(path: Path, offset: int = 0) -> tuple[list[dict], int]:
     """New complete lines of the event log; a malformed line is skipped, never fatal."""
     if not path.exists():
         return [], offset
     with open(path, "rb") as f:
         f.seek(offset)
-        data = f.read()
+        data = f.read(64 * MAX_EVENT_LINE)
     complete = data[: data.rfind(b"\n") + 1]
     events = []
-    for line in complete.decode(errors="replace").splitlines():
+    for line in complete.split(b"\n"):
+        if not line or len(line) > MAX_EVENT_LINE:
+            continue
         try:
             ev = json.loads(line)
         except ValueError:
             continue
-        if isinstance(ev, dict) and ev.get("event") in ("collected", "start", "end") and (
-                ev["event"] == "collected" or isinstance(ev.get("nodeid"), str)):
+        if not (isinstance(ev, dict) and ev.get("event") in EVENTS):
+            continue
+        if ev["event"] == "collected":
+            if isinstance(ev.get("items"), list) and all(isinstance(i, dict) and isinstance(i.get("nodeid"), str)
+                                                         for i in ev["items"]):
+                events.append(ev)
+        elif isinstance(ev.get("nodeid"), str):
             events.append(ev)
     return events, offset + len(complete)
 
 
-def run_tests(lab: Lab, pythonpath: Path, submission: Path, *, root: Path, timeout: float,
-              workdir: Path, pytest_args: tuple[str, ...] = (), progress=None, grace: float = GRACE_S) -> tuple[dict, dict, str]:
-    """Run the lab's tests, resuming after crashes and hangs.
+@dataclass
+class Run:
+    """What one series of pytest processes over a bundle reported (resumed after crashes)."""
+    collected: dict[str, dict] = field(default_factory=dict)
+    verdicts: dict[str, dict] = field(default_factory=dict)
+    checks: dict[str, list] = field(default_factory=dict)
+    output: str = ""
 
-    Returns (collected: nodeid -> info, verdicts: nodeid -> entry, the last run's output).
-    """
-    log = workdir / "events.jsonl"
-    skip = workdir / "done.json"
-    collected: dict[str, dict] = {}
-    verdicts: dict[str, dict] = {}
-    output = ""
+
+def run_tests(lab: Lab, bundle: Path, box: Sandbox, *, timeout: float, pytest_args: tuple[str, ...] = (),
+              progress=None, grace: float = GRACE_S, seed: int | None = None, deadline: float | None = None,
+              record: bool = True, on_verdict=None, unneeded: Path | None = None,
+              select: list[str] | None = None) -> Run:
+    """Run the lab's tests in ``bundle`` inside ``box``, resuming after crashes and hangs.
+
+    The grader's own clocks decide: a test running longer than its timeout + ``grace``, a
+    child silent for longer than the largest timeout + ``grace``, or the lab's ``deadline``
+    (a ``time.time()``) kills the sandbox; nothing the child writes extends them.
+    ``on_verdict(nodeid, outcome)`` hears each verdict as it comes; tests listed in the
+    file ``unneeded`` when they are reached are skipped (the reference's run skips the
+    tests the submission has already failed: their record would be compared with nothing)."""
+    scratch = box.scratch
+    log = scratch / "events.jsonl"
+    skip = scratch / "done.json"
+    run = Run()
     attempts = 0
     while True:
         attempts += 1
-        skip.write_text(json.dumps(sorted(verdicts)))
-        cmd = [sys.executable, "-m", "pytest", str(root / "labs" / f"batch{lab.batch}"), "-c", str(root / "pyproject.toml"),
-               "--rootdir", str(root), "--import-mode=importlib", "-p", "no:cacheprovider",
+        skip.write_text(json.dumps(sorted(run.verdicts)))
+        log.unlink(missing_ok=True)
+        where = [str(bundle / n) for n in select] if select else [str(bundle / "labs" / f"batch{lab.batch}")]
+        cmd = [sys.executable, "-m", "pytest", *where, "-c", str(bundle / "pyproject.toml"),
+               "--rootdir", str(bundle), "--import-mode=importlib", "-p", "no:cacheprovider",
                f"--timeout={timeout:g}", "--grade-log", str(log), "--grade-skip", str(skip),
-               "-q", "--no-header", "-p", "no:randomly", *pytest_args]
-        out_path = workdir / f"pytest-{attempts}.out"
+               "-q", "--no-header", "-p", "no:randomly", *(["--seed", str(seed)] if seed is not None else []),
+               *(["-o", "enable_assertion_pass_hook=true", "--grade-record"] if record else []),
+               *(["--grade-unneeded", str(unneeded)] if unneeded is not None else []), *pytest_args]
+        out_path = box.workdir / f"pytest-{attempts}.out"
         with open(out_path, "w") as out:
-            proc = subprocess.Popen(cmd, env=_child_env(pythonpath, submission), cwd=workdir,
-                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
-            offset, running, started_at, killed = 0, None, 0.0, None
+            proc = box.popen(cmd, env=_child_env(bundle, box, box.home), cwd=scratch, stdout=out)
+            offset, running, last_event, killed = 0, None, time.time(), None
+            started_at = last_event
             try:
                 while True:
                     events, offset = read_events(log, offset)
+                    now = time.time()
+                    if events:
+                        last_event = now
                     for ev in events:
-                        if ev["event"] == "collected":
-                            for item in ev["items"]:
-                                collected.setdefault(item["nodeid"], item)
-                            if progress is not None:
-                                progress.reset(total=len(collected))
-                                progress.update(len(verdicts))
-                        elif ev["event"] == "start":
-                            running, started_at = ev["nodeid"], time.time()
-                        elif ev["event"] == "end":
-                            verdicts[ev["nodeid"]] = ev
-                            running = None
-                            if progress is not None:
-                                progress.update(1)
+                        _take_event(run, ev, progress, on_verdict)
+                        if ev["event"] == "start":   # the clock runs until the next start: an
+                            running, started_at = ev["nodeid"], now   # "end" (real or not) never stops it
                     if proc.poll() is not None:
                         break
+                    limits = [float(i.get("timeout") or timeout) for i in run.collected.values()
+                              if isinstance(i.get("timeout") or timeout, (int, float))] or [timeout]
                     if running is not None:
-                        limit = (collected.get(running, {}).get("timeout") or timeout) + grace
-                        if time.time() - started_at > limit:
-                            killed = (running, limit)
-                            kill_group(proc)
+                        limit = _number(run.collected.get(running, {}).get("timeout"), timeout) + grace
+                        if now - started_at > limit:
+                            killed = (running, f"timed out: still running after {limit:.0f} s (the grader killed "
+                                               f"the test process)\n", limit)
                             break
+                    if now - last_event > max(limits) + grace + 60:
+                        killed = (running, f"timed out: the test process was silent for {now - last_event:.0f} s "
+                                           f"(the grader killed it)\n", now - last_event)
+                        break
+                    if deadline is not None and now > deadline:
+                        killed = ("*", "not run: the lab's time limit for grading was reached\n", 0.0)
+                        break
                     time.sleep(0.2)
             finally:
-                kill_group(proc)  # and any children the tests left behind (mpiexec, servers)
+                box.kill()  # the whole sandbox: any process the tests left behind, detached or not
         events, offset = read_events(log, offset)
         for ev in events:
-            if ev["event"] == "end":
-                verdicts[ev["nodeid"]] = ev
-        log.unlink(missing_ok=True)
-        output = out_path.read_text(errors="replace")
-        if killed:
-            nodeid, limit = killed
-            verdicts[nodeid] = {"outcome": "failed", "output": f"timed out: still running after {limit:.0f} s "
-                                f"(the grader killed the test process)\n", "duration": limit}
-            continue
-        pending = [n for n in collected if n not in verdicts]
-        if not collected:
-            break  # nothing collected: a collection error, reported by the caller
-        if not pending:
+            _take_event(run, ev, None, on_verdict)
+        run.output = out_path.read_text(errors="replace")
+        if killed and killed[0] == "*":
+            for n in run.collected:
+                run.verdicts.setdefault(n, {"outcome": "failed", "output": killed[1], "duration": 0.0})
             break
-        if running is not None and running not in verdicts:
-            tail = "\n".join(output.strip().splitlines()[-30:])
-            verdicts[running] = {"outcome": "failed", "duration": 0.0,
-                                 "output": f"crashed: the test process died (exit code {proc.returncode})\n{tail}\n"}
+        if killed and killed[0] is not None:
+            nodeid, text, limit = killed   # the test running when the clock ran out: timed out, whatever it said
+            run.verdicts[nodeid] = {"outcome": "failed", "output": text, "duration": limit}
             continue
-        # exited with tests left and none running (e.g. an internal error): fail them all
+        pending = [n for n in run.collected if n not in run.verdicts]
+        if not run.collected or not pending:
+            break
+        if running is not None and running not in run.verdicts:
+            tail = "\n".join(run.output.strip().splitlines()[-30:])
+            run.verdicts[running] = {"outcome": "failed", "duration": 0.0,
+                                     "output": f"crashed: the test process died (exit code {proc.returncode})\n{tail}\n"}
+            continue
+        # exited with tests left and none running (an internal error, a silent child): fail them all
         for n in pending:
-            verdicts[n] = {"outcome": "failed", "duration": 0.0,
-                           "output": "not run: pytest stopped early\n" + "\n".join(output.strip().splitlines()[-30:])}
+            run.verdicts[n] = {"outcome": "failed", "duration": 0.0,
+                               "output": "not run: pytest stopped early\n" + "\n".join(run.output.strip().splitlines()[-30:])}
         break
-    return collected, verdicts, output
+    return run
+
+
+def _number(value, default: float) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0 else default
+
+
+def _take_event(run: Run, ev: dict, progress, on_verdict=None) -> None:
+    """Fold one (untrusted) event into the run; anything unexpected is dropped."""
+    kind = ev["event"]
+    if kind == "collected":
+        for item in ev["items"]:
+            run.collected.setdefault(item["nodeid"], item)
+        if progress is not None:
+            progress.reset(total=len(run.collected))
+            progress.update(len(run.verdicts))
+    elif kind == "end":
+        nodeid = ev["nodeid"]
+        if nodeid in run.verdicts:
+            return  # one verdict per test: a second "end" changes nothing
+        outcome = ev.get("outcome") if ev.get("outcome") in ("passed", "failed", "skipped") else "failed"
+        run.verdicts[nodeid] = {"outcome": outcome, "output": str(ev.get("output") or "")[:200000],
+                                "duration": _number(ev.get("duration"), 0.0)}
+        if progress is not None:
+            progress.update(1)
+        if on_verdict is not None:
+            on_verdict(nodeid, outcome)
+    elif kind == "check":
+        checks = run.checks.setdefault(ev["nodeid"], [])
+        if len(checks) < MAX_CHECKS_PER_TEST and ev["nodeid"] not in run.verdicts:
+            checks.append(ev)
 
 
 def grade(lab_number: int, submission: Path | str | None = None, *, timeout: float = 300.0,
           root: Path | None = None, pytest_args: tuple[str, ...] = (), show_progress: bool = False,
-          grace: float = GRACE_S) -> GradeResult:
-    """Grade one lab of a submission (default: this checkout)."""
+          grace: float = GRACE_S, sandbox: bool = True, seed: int | None = None,
+          lab_timeout: float = 4 * 3600.0, limits: Limits | None = None,
+          reference_cache: Path | None = None) -> GradeResult:
+    """Grade one lab of a submission (default: this checkout).
+
+    With ``sandbox`` (the default) the submission runs sandboxed and, when it is not the
+    checkout itself, its verdicts are checked against the reference's run; without it the
+    tests run as plain child processes and their own verdicts count (``mlsys-labs run``:
+    a learner checking their own code).  ``reference_cache`` (a folder) keeps the
+    reference's run per seed, tests and reference sources: grading a class with one
+    ``seed`` runs the reference once."""
     root = Path(root or project_root()).resolve()
     try:
         lab = get_lab(int(lab_number))
@@ -346,43 +519,282 @@ def grade(lab_number: int, submission: Path | str | None = None, *, timeout: flo
     submission = Path(submission or root).resolve()
     if not submission.exists():
         raise GradeError(f"submission path {submission} does not exist")
+    iso = isolation() if sandbox else None
+    kind = iso.kind if iso is not None else "none"
+    if iso is not None and not iso.isolated:
+        print(f"mlsys-labs grade: WARNING: {iso.describe()}", file=sys.stderr, flush=True)
+    verify = sandbox and submission != root
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
     t0 = time.time()
+    deadline = t0 + lab_timeout
     with tempfile.TemporaryDirectory(prefix=f"mlsys-grade-lab{lab.number}-") as tmp:
         work = Path(tmp)
-        pythonpath = prepare_submission(submission, root, work / "src")
-        check_imports(lab, pythonpath, submission)
-        run_dir = work / "run"
-        run_dir.mkdir()
-        progress = None
-        if show_progress:
-            from tqdm import tqdm
+        work.chmod(0o755)
+        # name -> (bundle, marker expression); the submission's and the reference's runs go
+        # side by side, visible tests first, in the same order
+        jobs: dict[str, tuple[Path, str]] = {}
+        sub_bundle = make_bundle(submission, root, lab, work / "submission" / "bundle",
+                                 tests="visible" if sandbox else "all")
+        jobs["visible"] = (sub_bundle, "not hidden" if sandbox else "")
+        if sandbox and _has_hidden(tests_dir):
+            jobs["hidden"] = (make_bundle(submission, root, lab, work / "hidden" / "bundle", tests="hidden"), "hidden")
+        cache_file = _reference_cache_file(reference_cache, root, lab, seed, pytest_args, timeout) if verify else None
+        cached = _load_run(cache_file) if cache_file is not None else None
+        if verify:
+            ref_bundle = make_bundle(root, root, lab, work / "reference" / "bundle", tests="all")
+            jobs["reference"] = (ref_bundle, "not hidden")
+            if "hidden" in jobs:
+                jobs["reference-hidden"] = (ref_bundle, "hidden")
+        boxes = {name: _sandbox(bundle.parent, bundle, kind, home=None if sandbox else submission, limits=limits,
+                                uid=REFERENCE_UID if name == "reference" else NOBODY)
+                 for name, (bundle, _) in jobs.items() if name != "reference-hidden"}
+        boxes["reference-hidden"] = boxes.get("reference")
+        failed_by_submission: set[str] = set()
+        unneeded = work / "reference" / "unneeded.json"
+        unneeded.parent.mkdir(parents=True, exist_ok=True)
+        unneeded.write_text("[]")
 
-            progress = tqdm(total=0, desc=f"grading lab {lab.number}", unit="test", leave=False)
+        def heard(nodeid: str, outcome: str) -> None:
+            if outcome != "passed":
+                failed_by_submission.add(nodeid)
+                _write_atomically(unneeded, json.dumps(sorted(failed_by_submission)))
+                unneeded.chmod(0o644)
+
         try:
-            collected, verdicts, output = run_tests(lab, pythonpath, submission, root=root, timeout=timeout,
-                                                    workdir=run_dir, pytest_args=pytest_args, progress=progress,
-                                                    grace=grace)
-        finally:
+            check_imports(lab, sub_bundle, boxes["visible"])
+            progress = None
+            if show_progress:
+                from tqdm import tqdm
+
+                progress = tqdm(total=0, desc=f"grading lab {lab.number}", unit="test", leave=False)
+
+            def run_job(name: str) -> Run:
+                bundle, marks = jobs[name]
+                reference = name.startswith("reference")
+                return run_tests(lab, bundle, boxes[name], timeout=timeout, grace=grace, seed=seed,
+                                 deadline=deadline, record=verify, progress=progress if name == "visible" else None,
+                                 on_verdict=None if reference else heard,
+                                 unneeded=unneeded if reference and cache_file is None else None,
+                                 pytest_args=(*(("-m", marks) if marks else ()), *pytest_args))
+
+            def run_all(names: list[str]) -> dict[str, Run]:
+                return {name: run_job(name) for name in names if name in jobs}
+
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                ref_future = pool.submit(run_all, ["reference", "reference-hidden"]) if verify and cached is None else None
+                runs = run_all(["visible", "hidden"])
+                ref_runs = ref_future.result() if ref_future is not None else {}
+            if cached is not None:
+                ref_runs = {"cached": cached}
+            elif cache_file is not None:
+                _save_run(cache_file, _merge(ref_runs.values()))
             if progress is not None:
                 progress.close()
-    result = GradeResult(lab=lab, submission=submission, execution_time=time.time() - t0)
+            if verify:
+                # a test the submission passed but the reference did not (a flaky test, or a
+                # submission slowing the machine down): the reference once more, alone
+                boxes["visible"].kill()
+                for box in (boxes.get("hidden"),):
+                    if box is not None:
+                        box.kill()
+                ref_all = _merge(ref_runs.values())
+                again = [n for run in runs.values() for n, v in run.verdicts.items()
+                         if v["outcome"] == "passed" and n in ref_all.collected
+                         and ref_all.verdicts.get(n, {}).get("outcome") != "passed"]
+                if again:
+                    rerun = run_tests(lab, jobs["reference"][0], boxes["reference"], timeout=timeout, grace=grace,
+                                      seed=seed, deadline=deadline, record=True, select=again[:500])
+                    ref_runs["rerun"] = rerun
+        finally:
+            for box in {id(b): b for b in boxes.values() if b is not None}.values():
+                box.close()
+    ref = _merge(ref_runs.values()) if verify else None
+    result = GradeResult(lab=lab, submission=submission, execution_time=time.time() - t0,
+                         isolation=iso.describe() if iso is not None else "", verified=verify, seed=seed)
+    _score(result, runs, ref)
+    if verify:
+        from .review import copied_regions, suspicious_code
+
+        result.copies = copied_regions(root, submission, lab)
+        result.suspicious = suspicious_code(submission, lab, root)
+    return result
+
+
+def refused(lab_number: int, reason: str, *, root: Path | None = None, submission: Path | None = None) -> GradeResult:
+    """The grade of a submission that could not be graded (refused files, code that does not
+    import): every test of the lab failed, each saying why — a complete results file with
+    the lab's real maximum, not a missing one."""
+    root = Path(root or project_root()).resolve()
+    lab = get_lab(int(lab_number))
+    result = GradeResult(lab=lab, submission=Path(submission or root), isolation="not run: " + reason[:200])
+    with tempfile.TemporaryDirectory(prefix="mlsys-collect-") as tmp:
+        log = Path(tmp) / "events.jsonl"
+        subprocess.run([sys.executable, "-m", "pytest", str(root / "labs" / f"batch{lab.batch}"), "--collect-only", "-q",
+                        "-c", str(root / "pyproject.toml"), "--rootdir", str(root), "-p", "no:cacheprovider",
+                        "--grade-log", str(log)], cwd=root, capture_output=True, timeout=600,
+                       env=dict(os.environ, PYTHONPATH=str(root), MLSYS_LABS_HOME=str(root)))
+        events, _ = read_events(log)
+    prefix = f"labs/batch{lab.batch}/"
+    for ev in events:
+        for item in ev.get("items", []):
+            if item.get("gpu") and not device.has_cuda():
+                result.not_run_gpu.append(item["nodeid"])
+                continue
+            nodeid = item["nodeid"]
+            result.tests.append(TestResult(
+                name=nodeid[len(prefix):] if nodeid.startswith(prefix) else nodeid, nodeid=nodeid,
+                max_score=0.0 if item.get("points") == 0 else _number(item.get("points"), 1.0), score=0.0,
+                status="failed", output=f"not graded: {reason}", hidden=bool(item.get("hidden"))))
+    return result
+
+
+def _reference_cache_file(folder: Path | None, root: Path, lab: Lab, seed: int, pytest_args, timeout) -> Path | None:
+    """Where the reference's run for this seed, these arguments and these sources is kept."""
+    if folder is None:
+        return None
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([lab.number, seed, list(pytest_args), timeout]).encode())
+    for base in [root / "labs" / f"batch{lab.batch}", root / "pyproject.toml",
+                 *(root / "mlsys_labs" / name for name in INFRASTRUCTURE),
+                 *(root / "mlsys_labs" / p for p in lab.packages)]:
+        files = sorted(base.rglob("*.py")) if base.is_dir() else [base, base.with_suffix(".py")]
+        for f in files:
+            if f.is_file():
+                h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    return Path(folder) / f"lab{lab.number}-seed{seed}-{h.hexdigest()[:16]}.json"
+
+
+def _load_run(path: Path) -> Run | None:
+    try:
+        data = json.loads(path.read_text())
+        return Run(collected=data["collected"], verdicts=data["verdicts"], checks=data["checks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_run(path: Path, run: Run) -> None:
+    _write_atomically(path, json.dumps({"collected": run.collected, "verdicts": run.verdicts, "checks": run.checks}))
+
+
+def _merge(runs) -> Run:
+    out = Run()
+    for run in runs:
+        out.collected.update(run.collected)
+        out.verdicts.update(run.verdicts)
+        out.checks.update(run.checks)
+        out.output += run.output
+    return out
+
+
+def _has_hidden(tests_dir: Path) -> bool:
+    return any("hidden" in p.read_text(errors="replace") for p in tests_dir.glob("test_*.py"))
+
+
+def _score(result: GradeResult, runs: dict[str, Run], ref: Run | None) -> None:
+    """Per test of the authoritative list (the reference's run when there is one), the
+    verdict: the submission's run said passed and, when verified, its record matches."""
+    lab = result.lab
+    if ref is not None:
+        collected = ref.collected
+    else:
+        collected = {}
+        for run in runs.values():
+            collected.update(run.collected)
     if not collected:
-        tail = "\n".join(output.strip().splitlines()[-40:])
+        out = (ref.output if ref is not None and not ref.collected else runs["visible"].output)
+        tail = "\n".join(out.strip().splitlines()[-40:])
         raise GradeError(f"no tests of Lab {lab.number} could be collected against this submission:\n{tail}")
     prefix = f"labs/batch{lab.batch}/"
     for nodeid, info in collected.items():
+        points = 0.0 if info.get("points") == 0 else _number(info.get("points"), 1.0)
         if info.get("gpu") and not device.has_cuda():
             result.not_run_gpu.append(nodeid)
             continue
-        v = verdicts.get(nodeid, {"outcome": "failed", "output": "no verdict recorded"})
+        hidden = bool(info.get("hidden"))
+        run = runs.get("hidden" if hidden and "hidden" in runs else "visible")
+        v = run.verdicts.get(nodeid, {"outcome": "failed", "output": "no verdict recorded"})
         passed = v["outcome"] == "passed"
+        output = v.get("output") or ""
+        if passed and ref is not None:
+            rv = ref.verdicts.get(nodeid, {})
+            if rv.get("outcome") == "passed":
+                why = compare_checks(ref.checks.get(nodeid, []), run.checks.get(nodeid, []))
+                if why:
+                    passed = False
+                    output = (f"the grader's check against the reference failed: {why}\n"
+                              f"(the test reported a pass, but what it compared does not match the reference's run "
+                              f"with the same seed)\n")
+            else:
+                passed = False
+                result.unverified.append(nodeid[len(prefix):] if nodeid.startswith(prefix) else nodeid)
+                output = ("not gradable in this run: the reference itself failed this test twice with this seed "
+                          f"({rv.get('outcome', 'no verdict')}), so the submission's result could not be checked; "
+                          "tell the instructor\n")
         name = nodeid[len(prefix):] if nodeid.startswith(prefix) else nodeid
         result.tests.append(TestResult(
-            name=name, nodeid=nodeid, max_score=info["points"], score=info["points"] if passed else 0.0,
+            name=name, nodeid=nodeid, max_score=points, score=points if passed else 0.0,
             status="passed" if passed else "failed",
-            output=(v.get("output") or "") if passed else _trim(v.get("output") or "no output recorded"),
-            hidden=info.get("hidden", False), duration=v.get("duration", 0.0)))
-    return result
+            output=output if passed else _trim(output or "no output recorded"),
+            hidden=hidden, duration=_number(v.get("duration"), 0.0)))
+
+
+# ------------------------------------------------------------------- differential checks
+def compare_checks(reference: list[dict], submission: list[dict]) -> str:
+    """Why the submission's record of a test's comparisons differs from the reference's
+    ("" when it matches).  ``assert_close`` records must agree one by one (count, shape,
+    values within twice the test's tolerance, sums over all elements likewise); plain
+    asserts must have passed on the same lines."""
+    ref_close = [c for c in reference if c.get("kind") == "close"]
+    sub_close = [c for c in submission if c.get("kind") == "close"]
+    if len(ref_close) != len(sub_close):
+        return f"{len(sub_close)} value comparisons recorded, the reference made {len(ref_close)}"
+    for i, (r, s) in enumerate(zip(ref_close, sub_close)):
+        why = _compare_close(r, s)
+        if why:
+            return f"comparison {i + 1} ({str(r.get('what', 'result'))[:60]}): {why}"
+    ref_lines = {(c.get("line"), c.get("source")) for c in reference if c.get("kind") == "assert"}
+    sub_lines = {(c.get("line"), c.get("source")) for c in submission if c.get("kind") == "assert"}
+    if ref_lines != sub_lines:
+        missing = sorted(ref_lines - sub_lines, key=str)
+        if missing:
+            return f"the assert on line {missing[0][0]} ({str(missing[0][1])[:60]}) never passed"
+        return "asserts passed that the reference's run never reached"
+    return ""
+
+
+def _floats(values) -> np.ndarray | None:
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.ndim == 1 else None
+
+
+def _compare_close(r: dict, s: dict) -> str:
+    if list(r.get("shape") or []) != list(s.get("shape") or []):
+        return f"shape {s.get('shape')} != reference's {r.get('shape')}"
+    rtol, atol = _number(r.get("rtol"), 0.0), _number(r.get("atol"), 0.0)
+    a, b = _floats(s.get("sample")), _floats(r.get("sample"))
+    if a is None or b is None or a.shape != b.shape:
+        return "malformed record"
+    both_nan = np.isnan(a) & np.isnan(b)
+    bound = SLACK * (atol + rtol * np.maximum(np.abs(a), np.abs(b)))
+    bad = ~((np.abs(a - b) <= bound) | both_nan)
+    if bad.any():
+        i = int(np.argmax(bad))
+        return f"element {i} of the sample is {a[i]!r}, the reference's {b[i]!r}"
+    n = max(1, int(np.prod(r.get("shape") or [1])))
+    x, y, sx, sy = (s.get("sum"), r.get("sum"), s.get("abs_sum"), r.get("abs_sum"))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (x, y, sx, sy)):
+        return "malformed record"
+    if not (math.isnan(x) and math.isnan(y)) and not abs(x - y) <= SLACK * (n * atol + rtol * (abs(sx) + abs(sy))):
+        return f"the sum over all {n} elements is {x!r}, the reference's {y!r}"
+    return ""
+
+
+SLACK = 2.5   # both values lie within the test's tolerance of its expected value: 2x, and some room
 
 
 def write_outputs(results: list[GradeResult], out: Path, summary: Path | None = None) -> None:

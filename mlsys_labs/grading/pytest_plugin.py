@@ -13,7 +13,10 @@ It carries the conventions of CONTRIBUTING.md:
 - Triton's interpreter is switched on before any test module imports Triton;
 - ``--grade-log FILE`` appends one JSON line per collected set, test start and test end,
   which is how the grader follows a run and survives a crash or a hang in it;
-- ``--grade-skip FILE`` deselects tests already graded (the grader's resume after a crash).
+- ``--grade-skip FILE`` deselects tests already graded (the grader's resume after a crash);
+- ``--grade-record`` (with ``-o enable_assertion_pass_hook=true``) adds to the log what each
+  test compared — every ``assert_close`` value and every passing ``assert`` — which the
+  grader checks against the reference's run (the grader's docstring says why).
 """
 from __future__ import annotations
 
@@ -44,6 +47,10 @@ def pytest_addoption(parser):
                     help="run only the tests of these README steps: 3, 1-3 or 2,4")
     group.addoption("--grade-log", default=None, help="(grader) append JSON events to this file")
     group.addoption("--grade-skip", default=None, help="(grader) file of node ids to deselect")
+    group.addoption("--grade-unneeded", default=None,
+                    help="(grader) file of node ids to skip when reached (read at each test's setup)")
+    group.addoption("--grade-record", action="store_true", default=False,
+                    help="(grader) log what each test compares, for the grader's check against the reference")
 
 
 def pytest_configure(config):
@@ -66,6 +73,10 @@ def pytest_configure(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
     _seed_hypothesis(config, _SESSION_SEED)
     parse_steps(config.getoption("--step"))  # a bad --step is a usage error before anything runs
+    if config.getoption("--grade-record") and config.getoption("--grade-log"):
+        from mlsys_labs.common import tolerance
+
+        tolerance.RECORDER = _record_check
 
 
 def _seed_hypothesis(config, seed: int) -> None:
@@ -152,14 +163,41 @@ def _timeout_of(item, config) -> float | None:
     return float(value) if value else None
 
 
-def _log(config, event: dict) -> None:
+_LOG_FILES: dict[str, object] = {}
+
+
+def _log(config, event: dict, *, sync: bool = True) -> None:
+    """Append one event line; ``sync`` forces it to disk (a crash right after loses nothing)."""
     path = config.getoption("--grade-log")
     if not path:
         return
-    with open(path, "a") as f:
-        f.write(json.dumps(event) + "\n")
-        f.flush()
+    f = _LOG_FILES.get(path)
+    if f is None:
+        f = _LOG_FILES[path] = open(path, "a")
+    f.write(json.dumps(event) + "\n")
+    f.flush()
+    if sync:
         os.fsync(f.fileno())
+
+
+_RUNNING: list = [None]   # node id of the test running now (checks are logged against it)
+
+
+def _record_check(record: dict) -> None:
+    if _CONFIG and _RUNNING[0] is not None:
+        _log(_CONFIG[0], {"event": "check", "nodeid": _RUNNING[0], **record}, sync=False)
+
+
+_ASSERTS_SEEN: set = set()   # (node id, line, source): the grader compares the set of asserts passed
+
+
+def pytest_assertion_pass(item, lineno, orig, expl):
+    """A passing plain ``assert`` (only called with ``enable_assertion_pass_hook``); each
+    assert is logged once per test."""
+    key = (item.nodeid, lineno, orig[:200])
+    if key not in _ASSERTS_SEEN and item.config.getoption("--grade-record"):
+        _ASSERTS_SEEN.add(key)
+        _record_check({"kind": "assert", "line": lineno, "source": orig[:200]})
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -183,6 +221,11 @@ def pytest_collection_modifyitems(session, config, items):
                     item.user_properties.append(("require_gpu_missing", True))
                 else:
                     item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU (none here)"))
+
+
+def pytest_collection_finish(session):
+    """Log the tests that will run — after every deselection (``-k``, ``-m``, ``--step``)."""
+    config, items = session.config, session.items
     for it in items:
         if lab_of(it) is not None:
             SESSION_COLLECTED.setdefault(lab_of(it), set()).add(it.nodeid)
@@ -194,6 +237,14 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def pytest_runtest_setup(item):
+    unneeded = item.config.getoption("--grade-unneeded")
+    if unneeded:
+        try:
+            skip = item.nodeid in set(json.loads(open(unneeded).read()))
+        except (OSError, ValueError):
+            skip = False
+        if skip:
+            pytest.skip("not needed: the submission failed this test")
     if dict(item.user_properties).get("require_gpu_missing"):
         pytest.fail("--require-gpu was given but no CUDA GPU is present", pytrace=False)
 
@@ -203,6 +254,7 @@ _CONFIG: list = []
 
 def pytest_runtest_logstart(nodeid, location):
     """Tell the grader's watchdog which test is running now."""
+    _RUNNING[0] = nodeid
     if _CONFIG:
         _log(_CONFIG[0], {"event": "start", "nodeid": nodeid, "time": time.time()})
 
@@ -250,6 +302,7 @@ def pytest_runtest_logreport(report):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         entry["output"] += f"skipped: {reason}\n"
     if report.when == "teardown" and _CONFIG:
+        _RUNNING[0] = None
         _log(_CONFIG[0], {"event": "end", "nodeid": report.nodeid, **entry})
 
 
