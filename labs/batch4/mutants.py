@@ -1,4 +1,14 @@
-"""Lab 4's mutation catalogue: realistic learner bugs in the kernels, one exact edit each (see `mlsys-labs mutants`)."""
+"""Lab 4's mutation catalogue: realistic learner bugs in the kernels, one exact edit each (see `mlsys-labs mutants`).
+
+Every entry costs a pytest start-up with torch, Triton and Numba (~5 s of CPU), so the catalogue keeps one
+or two bugs per mistake and kernel.  Also tried, killed by the public tests, and left out for time: the
+block offset pid instead of pid·BLOCK_SIZE; other=0 in the online softmax's statistics pass; RMSNorm's
+unmasked store; dK scaled by sm_scale·log2 e; D = rowsum(dO); one weight maximum for all of SmoothQuant's
+channels; the bias indexed by token; B's tile loaded transposed in the Numba matmul.
+Left out as equivalent: the fused softmax computed in the storage dtype (Triton's tl.exp and tl.sum upcast
+float16 to float32 themselves); clamping to [-128, 127] with scale absmax/127 (round(x/scale) never
+reaches -128); masking the K tail of only one GEMM operand (the other's zeros cancel it).
+"""
 from mlsys_labs.grading.mutants import Mutant
 
 K = "mlsys_labs/kernels/"
@@ -26,14 +36,6 @@ MUTANTS = [
         old="    tl.store(out_ptr + offsets, x + y, mask=mask)\n",
         new="    tl.store(out_ptr + offsets, x + y)\n",
         why="masks the loads but not the store: the last block writes past the output",
-        tests=(ADD + "::test_add_matches_float64",),
-    ),
-    Mutant(
-        name="add-offsets-not-scaled-by-block",
-        file=K + "vector_add.py",
-        old="    offsets = pid * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)\n",
-        new="    offsets = pid + tl.arange(0, BLOCK_SIZE)\n",
-        why="program pid starts at element pid instead of pid·BLOCK_SIZE (CUDA's threadIdx habit)",
         tests=(ADD + "::test_add_matches_float64",),
     ),
     # -------------------------------------------------------------- fused softmax (step 2)
@@ -85,14 +87,6 @@ MUTANTS = [
         new="        shift = m_new\n",
         why="no guard for lanes that have seen only -inf: exp(-inf - -inf) = NaN poisons the row",
         tests=(SM + "::test_online_softmax_growing_max_and_masked_lanes",),
-    ),
-    Mutant(
-        name="online-pad-other-zero",
-        file=K + "online_softmax.py",
-        old='other=-float("inf")).to(tl.float32)\n        m_new',
-        new="other=0.0).to(tl.float32)\n        m_new",
-        why="the ragged last block's masked lanes load 0 in the statistics pass: they add exp(0 - m) to the sum",
-        tests=(SM + "::test_online_softmax_rows_longer_than_a_block",),
     ),
     Mutant(
         name="online-lane-merge-without-rescale",
@@ -151,14 +145,6 @@ MUTANTS = [
         new="    x = tl.load(X + row * x_row_stride + cols, mask=mask, other=0.0)\n",
         why="sums x² in float16: overflows (inf) for rows with |x| above 256",
         tests=(RR + "::test_rmsnorm_rows_near_eps_and_huge_rows",),
-    ),
-    Mutant(
-        name="rmsnorm-store-unmasked",
-        file=K + "rmsnorm.py",
-        old="    tl.store(Y + row * y_row_stride + cols, y.to(Y.dtype.element_ty), mask=mask)\n",
-        new="    tl.store(Y + row * y_row_stride + cols, y.to(Y.dtype.element_ty))\n",
-        why="unmasked store of the padded block: writes past the last row",
-        tests=(RR + "::test_rmsnorm_matches_torch",),
     ),
     # ------------------------------------------------------------------------ RoPE (step 4)
     Mutant(
@@ -305,14 +291,6 @@ MUTANTS = [
         tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
     ),
     Mutant(
-        name="fa-bwd-dk-scaled-with-log2e",
-        file=K + "flash_attention.py",
-        old="    dk = dk * sm_scale\n",
-        new="    dk = dk * qk_scale\n",
-        why="scales dK by the exp2-domain scale (sm_scale·log2 e) instead of sm_scale",
-        tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
-    ),
-    Mutant(
         name="fa-bwd-lse-not-converted-to-base2",
         file=K + "flash_attention.py",
         old="        p_t = tl.exp2(s_t - lse[None, :] * 1.4426950408889634)\n",
@@ -334,14 +312,6 @@ MUTANTS = [
         old='    _launch("dkdv", (q, k, v, do, lse, delta, dk, dv, sm_scale, N), **shape)\n',
         new='    _launch("dkdv", (q, k, v, do, delta, lse, dk, dv, sm_scale, N), **shape)\n',
         why="passes D and the LSE in the wrong order to one of the kernels",
-        tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
-    ),
-    Mutant(
-        name="fa-bwd-delta-from-do-only",
-        file=K + "flash_attention.py",
-        old="    delta = (do.float() * o.float()).sum(-1).contiguous()\n",
-        new="    delta = do.float().sum(-1).contiguous()\n",
-        why="D = rowsum(dO) instead of rowsum(dO ∘ O)",
         tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
     ),
     # --------------------------------------------------------------------- int8 GEMM (step 7)
@@ -391,14 +361,6 @@ MUTANTS = [
         why="per-channel weight scales indexed by the tile's rows (tokens) instead of its columns",
         tests=(I8 + "::test_w8a8_epilogue",),
     ),
-    Mutant(
-        name="int8-bias-indexed-by-token",
-        file=K + "int8_matmul.py",
-        old="            c += tl.load(BIAS + offs_n, mask=offs_n < N, other=0.0).to(tl.float32)[None, :]\n",
-        new="            c += tl.load(BIAS + offs_m, mask=offs_m < M, other=0.0).to(tl.float32)[:, None]\n",
-        why="adds the bias per token (row) instead of per output channel (column)",
-        tests=(I8 + "::test_w8a8_epilogue",),
-    ),
     # ------------------------------------------------------- quantisation, SmoothQuant (step 8)
     Mutant(
         name="quant-scale-by-128",
@@ -444,14 +406,6 @@ MUTANTS = [
         tests=(I8 + "::test_smoothing_keeps_the_product_and_balances_channels",),
     ),
     Mutant(
-        name="smooth-weight-max-over-inputs",
-        file=K + "quantization.py",
-        old="    wmax = w.float().abs().amax(dim=0).clamp(min=1e-5)\n",
-        new="    wmax = w.float().abs().amax().clamp(min=1e-5)\n",
-        why="one weight maximum for the whole matrix instead of one per input channel",
-        tests=(I8 + "::test_smoothing_keeps_the_product_and_balances_channels",),
-    ),
-    Mutant(
         name="smooth-direction-inverted",
         file=K + "quantization.py",
         old="    return (x / s[None, :]).to(x.dtype), (w * s[None, :]).to(w.dtype)\n",
@@ -466,14 +420,6 @@ MUTANTS = [
         old="    for t in range((k_dim + TILE - 1) // TILE):\n",
         new="    for t in range(k_dim // TILE):\n",
         why="floor instead of ceiling tile count: the K tail (K not a multiple of TILE) is never summed",
-        tests=(NB + "::test_tiled_matmul",),
-    ),
-    Mutant(
-        name="tiled-b-tile-transposed",
-        file=K + "numba_matmul.py",
-        old="        s_b[ty, tx] = B[k0 + ty, col] if k0 + ty < k_dim and col < n else float32(0.0)\n",
-        new="        s_b[ty, tx] = B[k0 + tx, col] if k0 + tx < k_dim and col < n else float32(0.0)\n",
-        why="loads B's tile with the thread indices swapped (k from threadIdx.x)",
         tests=(NB + "::test_tiled_matmul",),
     ),
     Mutant(
