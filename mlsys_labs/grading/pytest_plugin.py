@@ -188,14 +188,26 @@ def _record_check(record: dict) -> None:
         _log(_CONFIG[0], {"event": "check", "nodeid": _RUNNING[0], **record}, sync=False)
 
 
+def _assert_is_in_a_lab_test() -> bool:
+    """Is the assert that called the hook in a lab's test code (labs/batchN/)?"""
+    import sys
+
+    frame = sys._getframe(2)
+    while frame is not None and ("_pytest" in frame.f_code.co_filename or "pluggy" in frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame is not None and f"{os.sep}labs{os.sep}batch" in frame.f_code.co_filename
+
+
 _ASSERTS_SEEN: set = set()   # (node id, line, source): the grader compares the set of asserts passed
 
 
 def pytest_assertion_pass(item, lineno, orig, expl):
     """A passing plain ``assert`` (only called with ``enable_assertion_pass_hook``); each
     assert is logged once per test."""
+    if not item.config.getoption("--grade-record") or not _assert_is_in_a_lab_test():
+        return  # asserts inside pytest plugins (anyio's, say) pass or not by timing
     key = (item.nodeid, lineno, orig[:200])
-    if key not in _ASSERTS_SEEN and item.config.getoption("--grade-record"):
+    if key not in _ASSERTS_SEEN:
         _ASSERTS_SEEN.add(key)
         _record_check({"kind": "assert", "line": lineno, "source": orig[:200]})
 
