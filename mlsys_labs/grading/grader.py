@@ -302,7 +302,8 @@ def _child_env(bundle: Path, box: Sandbox, home: Path | None = None) -> dict:
     if home is not None:
         return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(bundle), os.environ.get("PYTHONPATH")])),
                     MLSYS_LABS_HOME=str(home), PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
-    return minimal_env(box.scratch, {"PYTHONPATH": str(bundle), "MLSYS_LABS_HOME": str(bundle)})
+    return minimal_env(box.scratch, {"PYTHONPATH": str(bundle), "MLSYS_LABS_HOME": str(bundle)},
+                       private_tmp=box.kind != "none")
 
 
 def _sandbox(work: Path, bundle: Path, kind: str, home: Path | None = None, limits: Limits | None = None,
@@ -431,6 +432,10 @@ def run_tests(lab: Lab, bundle: Path, box: Sandbox, *, timeout: float, pytest_ar
                         killed = (running, f"timed out: the test process was silent for {now - last_event:.0f} s "
                                            f"(the grader killed it)\n", now - last_event)
                         break
+                    if out_path.stat().st_size > box.limits.output_bytes:
+                        killed = (running, f"killed: the test process printed more than "
+                                           f"{box.limits.output_bytes >> 20} MiB\n", 0.0)
+                        break
                     if deadline is not None and now > deadline:
                         killed = ("*", "not run: the lab's time limit for grading was reached\n", 0.0)
                         break
@@ -505,9 +510,10 @@ def grade(lab_number: int, submission: Path | str | None = None, *, timeout: flo
     With ``sandbox`` (the default) the submission runs sandboxed and, when it is not the
     checkout itself, its verdicts are checked against the reference's run; without it the
     tests run as plain child processes and their own verdicts count (``mlsys-labs run``:
-    a learner checking their own code).  ``reference_cache`` (a folder) keeps the
-    reference's run per seed, tests and reference sources: grading a class with one
-    ``seed`` runs the reference once."""
+    a learner checking their own code).  The seed defaults to one per version of the
+    instructor's tests and reference, and the reference's run is kept in
+    ``reference_cache`` (default ``.mlsys/reference-runs`` of the instructor's checkout):
+    grading a class runs the reference once, not once per submission."""
     root = Path(root or project_root()).resolve()
     try:
         lab = get_lab(int(lab_number))
@@ -524,8 +530,11 @@ def grade(lab_number: int, submission: Path | str | None = None, *, timeout: flo
     if iso is not None and not iso.isolated:
         print(f"mlsys-labs grade: WARNING: {iso.describe()}", file=sys.stderr, flush=True)
     verify = sandbox and submission != root
-    if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
+    if verify and reference_cache is None:
+        reference_cache = root / ".mlsys" / "reference-runs"
+    if seed is None:  # grading: one seed per version of the tests and reference, so the reference's
+        # run is kept and reused (knowing the seed helps no one: the reference is public)
+        seed = _stable_seed(root, lab) if verify else random.SystemRandom().randrange(2**31)
     t0 = time.time()
     deadline = t0 + lab_timeout
     with tempfile.TemporaryDirectory(prefix=f"mlsys-grade-lab{lab.number}-") as tmp:
@@ -575,20 +584,19 @@ def grade(lab_number: int, submission: Path | str | None = None, *, timeout: flo
                 return run_tests(lab, bundle, boxes[name], timeout=timeout, grace=grace, seed=seed,
                                  deadline=deadline, record=verify, progress=progress if name == "visible" else None,
                                  on_verdict=None if reference else heard,
-                                 unneeded=unneeded if reference and cache_file is None else None,
+                                 unneeded=unneeded if reference else None,
                                  pytest_args=(*(("-m", marks) if marks else ()), *pytest_args))
 
             def run_all(names: list[str]) -> dict[str, Run]:
                 return {name: run_job(name) for name in names if name in jobs}
 
-            with ThreadPoolExecutor(max_workers=2) as pool:
+            with ThreadPoolExecutor(max_workers=3) as pool:   # visible, hidden and reference side by side
                 ref_future = pool.submit(run_all, ["reference", "reference-hidden"]) if verify and cached is None else None
-                runs = run_all(["visible", "hidden"])
+                sub_futures = [pool.submit(run_all, [name]) for name in ("visible", "hidden") if name in jobs]
+                runs = {name: run for f in sub_futures for name, run in f.result().items()}
                 ref_runs = ref_future.result() if ref_future is not None else {}
             if cached is not None:
                 ref_runs = {"cached": cached}
-            elif cache_file is not None:
-                _save_run(cache_file, _merge(ref_runs.values()))
             if progress is not None:
                 progress.close()
             if verify:
@@ -606,6 +614,8 @@ def grade(lab_number: int, submission: Path | str | None = None, *, timeout: flo
                     rerun = run_tests(lab, jobs["reference"][0], boxes["reference"], timeout=timeout, grace=grace,
                                       seed=seed, deadline=deadline, record=True, select=again[:500])
                     ref_runs["rerun"] = rerun
+                if cache_file is not None and (again or cached is None):
+                    _save_run(cache_file, _merge(ref_runs.values()))   # skipped tests are filled in later
         finally:
             for box in {id(b): b for b in boxes.values() if b is not None}.values():
                 box.close()
@@ -649,13 +659,12 @@ def refused(lab_number: int, reason: str, *, root: Path | None = None, submissio
     return result
 
 
-def _reference_cache_file(folder: Path | None, root: Path, lab: Lab, seed: int, pytest_args, timeout) -> Path | None:
-    """Where the reference's run for this seed, these arguments and these sources is kept."""
-    if folder is None:
-        return None
+def _sources_digest(root: Path, lab: Lab) -> str:
+    """A hash of what the reference's run depends on: the lab's tests, its packages, the
+    grading infrastructure."""
     import hashlib
 
-    h = hashlib.sha256(json.dumps([lab.number, seed, list(pytest_args), timeout]).encode())
+    h = hashlib.sha256(str(lab.number).encode())
     for base in [root / "labs" / f"batch{lab.batch}", root / "pyproject.toml",
                  *(root / "mlsys_labs" / name for name in INFRASTRUCTURE),
                  *(root / "mlsys_labs" / p for p in lab.packages)]:
@@ -663,7 +672,21 @@ def _reference_cache_file(folder: Path | None, root: Path, lab: Lab, seed: int, 
         for f in files:
             if f.is_file():
                 h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    return Path(folder) / f"lab{lab.number}-seed{seed}-{h.hexdigest()[:16]}.json"
+    return h.hexdigest()
+
+
+def _stable_seed(root: Path, lab: Lab) -> int:
+    return int(_sources_digest(root, lab)[:8], 16) % (2**31)
+
+
+def _reference_cache_file(folder: Path | None, root: Path, lab: Lab, seed: int, pytest_args, timeout) -> Path | None:
+    """Where the reference's run for this seed, these arguments and these sources is kept."""
+    if folder is None:
+        return None
+    import hashlib
+
+    key = hashlib.sha256(json.dumps([_sources_digest(root, lab), seed, list(pytest_args), timeout]).encode())
+    return Path(folder) / f"lab{lab.number}-seed{seed}-{key.hexdigest()[:16]}.json"
 
 
 def _load_run(path: Path) -> Run | None:

@@ -46,7 +46,8 @@ class Limits:
     memory_bytes: int = 16 * 2**30   # the whole sandbox (cgroup); per process without a cgroup
     processes: int = 4096            # RLIMIT_NPROC (threads count too)
     cpu_seconds: int = 4 * 3600      # CPU time of one process
-    file_bytes: int = 1 * 2**30      # the largest file it may write (its output included)
+    file_bytes: int = 16 * 2**30     # the largest file it may write (Ray's object store is a file)
+    output_bytes: int = 64 * 2**20   # what pytest may print (the grader's watchdog enforces it)
     open_files: int = 4096
     tmp_bytes: int = 4 * 2**30       # /tmp and /dev/shm, each (memory-backed)
 
@@ -112,12 +113,14 @@ def _probe() -> Isolation:
     return Isolation(kind, "")
 
 
-def minimal_env(scratch: Path, extra: dict | None = None) -> dict:
+def minimal_env(scratch: Path, extra: dict | None = None, *, private_tmp: bool = False) -> dict:
     """The environment a sandboxed process sees: nothing of the grader's (no tokens,
-    no secrets), only what Python and the tests need, and caches in the scratch folder."""
+    no secrets), only what Python and the tests need, and caches in the scratch folder;
+    ``private_tmp``: the process runs in a sandbox with a ``/tmp`` of its own."""
     env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
-        "HOME": str(scratch / "home"), "TMPDIR": str(scratch / "tmp"), "LANG": "C.UTF-8",
+        # a sandbox's /tmp is its own (and short: Ray's socket paths must fit in 107 bytes)
+        "HOME": str(scratch / "home"), "TMPDIR": "/tmp" if private_tmp else str(scratch / "tmp"), "LANG": "C.UTF-8",
         "USER": "mlsys-grade", "LOGNAME": "mlsys-grade",
         "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1", "MPLBACKEND": "Agg",
         "MPLCONFIGDIR": str(scratch / "mpl"), "NUMBA_CACHE_DIR": str(scratch / "numba"),
