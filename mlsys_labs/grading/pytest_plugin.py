@@ -248,7 +248,9 @@ def pytest_collection_finish(session):
         for it in items]})
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item):
+    """Before any fixture is set up (a skipped test must not launch its module's processes)."""
     unneeded = item.config.getoption("--grade-unneeded")
     if unneeded:
         try:
