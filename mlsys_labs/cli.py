@@ -194,13 +194,13 @@ def cmd_grade(args) -> int:
     summary = Path(args.summary) if args.summary else Path(args.out).with_suffix(".md")
     for stale in (Path(args.out), summary):  # a grade stopped midway must leave no old score behind
         stale.unlink(missing_ok=True)
-    results = []
+    results, refusals = [], []
     for lab in labs:
         try:
             r = grade(lab.number, submission, timeout=args.timeout, show_progress=sys.stderr.isatty(), seed=args.seed,
                       reference_cache=Path(args.reference_cache) if args.reference_cache else None)
         except GradeError as exc:  # refused or unimportable: a complete results file still says why
-            print(f"Lab {lab.number}: not graded: {exc}", file=sys.stderr, flush=True)
+            refusals.append(exc)
             r = refused(lab.number, str(exc), submission=submission)
         print(f"Lab {lab.number}: {r.score:g} / {r.max_score:g} ({100 * r.fraction:.0f}%)", flush=True)
         results.append(r)
@@ -210,6 +210,8 @@ def cmd_grade(args) -> int:
     total = sum(r.score for r in results)
     maximum = sum(r.max_score for r in results)
     print(f"Total: {total:g} / {maximum:g}; wrote {args.out} and {summary}")
+    if refusals:  # the results file says 0 and why; the exit status says it was not graded
+        raise refusals[0]
     if args.fail_under is not None and maximum and 100 * total / maximum < args.fail_under:
         return 1
     return 0

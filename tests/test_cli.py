@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import json
 import shutil
 import subprocess
 import sys
@@ -44,9 +45,15 @@ def test_submission_without_package_and_one_that_does_not_import(toy_repo, tmp_p
     broken = tmp_path / "broken"
     shutil.copytree(toy_repo / "mlsys_labs", broken / "mlsys_labs")
     (broken / "mlsys_labs" / "nn" / "__init__.py").write_text("def f(:\n")
+    stale = toy_repo / "results.json"
+    stale.write_text('{"score": 1000, "max_score": 1000, "tests": []}')   # left by an earlier run
     proc = run_cli("grade", "--lab", "1", "--submission", str(broken), cwd=toy_repo, env=env)
     assert proc.returncode == 2 and "does not import" in proc.stderr and "SyntaxError" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    # still a complete results file, the grader's own: every test 0, each saying why
+    data = json.loads(stale.read_text())
+    assert data["score"] == 0 and data["max_score"] > 0 and data["tests"]
+    assert all("does not import" in t["output"] for t in data["tests"] if t["visibility"] == "visible")
 
 
 def test_report_without_results_is_a_clear_error(tmp_path):
