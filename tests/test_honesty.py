@@ -40,7 +40,7 @@ def starter_copy(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("lab", LABS, ids=[f"lab{n}" for n in LABS])
 def test_starter_scores_at_most_10_percent_by_not_implemented(lab, starter_copy):
-    result = grade(lab, starter_copy, root=ROOT, timeout=300)
+    result = grade(lab, starter_copy, root=ROOT, timeout=300, verify=False)  # an upper bound
     assert result.max_score > 0
     assert result.fraction <= 0.10, (
         f"the starter of lab {lab} scores {100 * result.fraction:.0f}% > 10%: tests passing without a solution: "
