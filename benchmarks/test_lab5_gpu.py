@@ -11,7 +11,7 @@ from mlsys_labs.common.paths import state_dir
 from mlsys_labs.serving.config import EngineConfig, ModelConfig
 from mlsys_labs.serving.engine import LLMEngine
 from mlsys_labs.serving.model import load_pretrained, random_model, save_pretrained
-from mlsys_labs.serving.offline_bench import load_hf, make_workload, run_engine, run_hf_static
+from mlsys_labs.serving.plumbing.offline_bench import load_hf, make_workload, run_engine, run_hf_static
 
 GPU_CONFIG = ModelConfig(hidden_size=1024, intermediate_size=2816, num_hidden_layers=8, num_attention_heads=16,
                          num_key_value_heads=4)     # ~110 M parameters

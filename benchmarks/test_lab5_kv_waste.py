@@ -13,7 +13,7 @@ import pytest
 from mlsys_labs.serving.config import EngineConfig
 from mlsys_labs.serving.engine import LLMEngine
 from mlsys_labs.serving.model import default_model_path, load_pretrained
-from mlsys_labs.serving.offline_bench import kv_waste, make_workload, run_engine
+from mlsys_labs.serving.plumbing.offline_bench import kv_waste, make_workload, run_engine
 from mlsys_labs.common.bench import record_figure
 
 

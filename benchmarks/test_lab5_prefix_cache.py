@@ -15,7 +15,7 @@ from mlsys_labs.common.bench import record_figure
 from mlsys_labs.serving.config import EngineConfig
 from mlsys_labs.serving.engine import LLMEngine
 from mlsys_labs.serving.model import default_model_path, load_pretrained
-from mlsys_labs.serving.offline_bench import prefix_workload, run_prefix_workload
+from mlsys_labs.serving.plumbing.offline_bench import prefix_workload, run_prefix_workload
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

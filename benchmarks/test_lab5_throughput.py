@@ -20,7 +20,7 @@ from mlsys_labs.common.bench import machine_name, record_figure
 from mlsys_labs.serving.config import EngineConfig
 from mlsys_labs.serving.engine import LLMEngine
 from mlsys_labs.serving.model import default_model_path, load_pretrained
-from mlsys_labs.serving.offline_bench import (Workload, load_hf, make_workload, run_engine, run_hf_one_at_a_time,
+from mlsys_labs.serving.plumbing.offline_bench import (Workload, load_hf, make_workload, run_engine, run_hf_one_at_a_time,
                                               run_hf_static)
 
 N, SEED, POOL_BLOCKS, BLOCK = 64, 1234, 256, 16

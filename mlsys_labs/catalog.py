@@ -70,7 +70,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in [
         "PagedAttention (vLLM); Orca; online softmax; LLM.int8(); AWQ; SpecInfer; StreamingLLM; FlashDecoding++",
         "paged KV cache, continuous batching, prefix caching, preemption, speculative decoding, OpenAI-compatible HTTP server",
         "Hugging Face transformers generate", "≥ 2× transformers' static batching (tokens/s); KV waste < 5%; prefix cache −80% prefill",
-        demo="mlsys_labs.serving.demo:main"),
+        demo="mlsys_labs.serving.plumbing.demo:main"),
     Lab(6, 6, "zero", "ZeRO sharded data-parallel training",
         "ZeRO (Rajbhandari et al. 2020); Distributed ML ch. 1–5; CRAMMING; PETALS; Art of HPC vol. 2",
         "DDP with bucketed overlapped allreduce, ZeRO stages 1–3, mixed precision, resharding checkpoints",

@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] in ("serve", "bench-serve"):
-        target = {"serve": "mlsys_labs.serving.server:serve_main",
-                  "bench-serve": "mlsys_labs.serving.loadgen:bench_serve_main"}[argv[0]]
+        target = {"serve": "mlsys_labs.serving.plumbing.server:serve_main",
+                  "bench-serve": "mlsys_labs.serving.plumbing.loadgen:bench_serve_main"}[argv[0]]
         try:
             return _delegate(target, argv[1:])
         except CLIError as exc:

@@ -22,7 +22,7 @@ MAX_LEN = 512
 
 @pytest.fixture(scope="module")
 def server(model):
-    from mlsys_labs.serving.server import ServerThread
+    from mlsys_labs.serving.plumbing.server import ServerThread
 
     engine = LLMEngine(model, EngineConfig(num_blocks=40, block_size=16, max_num_seqs=6,
                                            max_num_batched_tokens=128, max_model_len=MAX_LEN),
@@ -37,7 +37,7 @@ def server(model):
         yield srv
     finally:
         srv.stop()
-    from mlsys_labs.serving.server import port_is_free
+    from mlsys_labs.serving.plumbing.server import port_is_free
 
     # nothing may outlive the module: the HTTP thread, the engine thread, the listening socket
     assert not srv.thread.is_alive() and not srv.aengine.thread.is_alive(), "the server did not stop"
@@ -312,7 +312,7 @@ def test_bench_serve_load_generator_reports_latencies(server):
     request completed, TTFT <= E2E, token counts as asked."""
     import math
 
-    from mlsys_labs.serving.loadgen import make_workload, run_bench
+    from mlsys_labs.serving.plumbing.loadgen import make_workload, run_bench
 
     summaries = run_bench(server.url, [20.0, math.inf], num_prompts=4, seed=3, input_len=(5, 20), output_len=(3, 8))
     wl = make_workload(4, 3, (5, 20), (3, 8))

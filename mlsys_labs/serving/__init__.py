@@ -3,7 +3,10 @@
 Request → :mod:`scheduler` (continuous batching, chunked prefill, preemption) →
 :mod:`block_manager` (paged KV cache, prefix caching, copy-on-write) →
 :mod:`model` (a Llama decoder over the paged cache, :mod:`attention`) →
-:mod:`sampler` → :mod:`engine` (the step loop) → :mod:`server` (OpenAI-compatible HTTP).
+:mod:`sampler` → :mod:`engine` (the step loop).
+
+The plumbing around the engine — the HTTP server, the load generator, the offline
+benchmarks and the demo — lives in :mod:`plumbing`.
 
 Options from the readings: :mod:`speculative` (SpecInfer / Leviathan et al.),
 :mod:`quant` (int8 weight-only, LLM.int8() / AWQ family), StreamingLLM attention sinks

@@ -25,10 +25,10 @@ import uuid
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
-from ..common.procs import free_port
+from ...common.procs import free_port
 from .api import APIError, parse_json, parse_request
-from .engine import LLMEngine, log_exception
-from .scheduler import RequestRejected
+from ..engine import LLMEngine, log_exception
+from ..scheduler import RequestRejected
 
 
 class AsyncEngine:
@@ -339,8 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def engine_from_args(args) -> LLMEngine:
-    from ..common.device import has_cuda
-    from .config import EngineConfig
+    from ...common.device import has_cuda
+    from ..config import EngineConfig
 
     device = args.device or ("cuda" if has_cuda() else "cpu")
     cfg = EngineConfig(block_size=args.block_size, num_blocks=args.num_blocks, max_num_seqs=args.max_num_seqs,

@@ -17,7 +17,7 @@ import torch
 
 
 def plot_kv(run, reserve: int, path):
-    from ..common.plotting import figure, save
+    from ...common.plotting import figure, save
 
     fig, ax = figure()
     steps = range(len(run.allocated_slots))
@@ -33,7 +33,7 @@ def plot_kv(run, reserve: int, path):
 
 
 def plot_ttft(summaries, path):
-    from ..common.plotting import figure, save
+    from ...common.plotting import figure, save
 
     fig, ax = figure()
     labels = ["all at once" if math.isinf(s["rate"]) else f"{s['rate']:g} req/s" for s in summaries]
@@ -52,18 +52,18 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from tqdm import tqdm
 
-    from ..common.bench import machine_name
-    from ..common.paths import reports_dir
-    from .config import EngineConfig
-    from .engine import LLMEngine
+    from ...common.bench import machine_name
+    from ...common.paths import reports_dir
+    from ..config import EngineConfig
+    from ..engine import LLMEngine
     from .loadgen import format_summary, run_bench
-    from .model import default_draft_path, default_model_path, load_pretrained
+    from ..model import default_draft_path, default_model_path, load_pretrained
     from .offline_bench import (kv_waste, load_hf, make_workload, prefix_workload, run_engine, run_hf_static,
                                 run_prefix_workload)
-    from .quant import linear_weight_bytes, quantize_model_int8
-    from .sequence import SamplingParams
+    from ..quant import linear_weight_bytes, quantize_model_int8
+    from ..sequence import SamplingParams
     from .server import ServerThread
-    from .speculative import speculative_generate
+    from ..speculative import speculative_generate
 
     torch.set_num_threads(1)
     out = reports_dir("lab5")
@@ -112,8 +112,8 @@ def main(argv: list[str]) -> int:
     steps.update()
     ids = torch.tensor(prompt)
     with torch.no_grad():
-        from .model_runner import ModelRunner
-        from .sequence import Sequence
+        from ..model_runner import ModelRunner
+        from ..sequence import Sequence
 
         lps = []
         for m in (model, qmodel):

@@ -169,8 +169,8 @@ def bench_serve_main(argv: list[str]) -> int:
     if url is None:
         import torch
 
-        from .config import EngineConfig
-        from .engine import LLMEngine
+        from ..config import EngineConfig
+        from ..engine import LLMEngine
         from .server import ServerThread
 
         torch.set_num_threads(1)          # the client and the server share 2 cores here
@@ -184,7 +184,7 @@ def bench_serve_main(argv: list[str]) -> int:
     finally:
         if server is not None:
             server.stop()
-    from ..common.bench import machine_name, record_figure
+    from ...common.bench import machine_name, record_figure
 
     print(f"bench-serve: {args.num_prompts} prompts, input {args.input_len}, output {args.output_len} tokens; "
           f"machine: {machine_name()}")

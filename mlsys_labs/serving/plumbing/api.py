@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from .sequence import SamplingParams
+from ..sequence import SamplingParams
 
 
 class APIError(Exception):

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .engine import LLMEngine
-from .sequence import SamplingParams
+from ..engine import LLMEngine
+from ..sequence import SamplingParams
 
 
 @dataclass
