@@ -58,8 +58,3 @@ def machine_ceilings(refresh: bool = False) -> dict:
         }
         path.write_text(json.dumps(cache, indent=1))
     return cache[key]
-
-
-def ridge_point(ceilings: dict, dtype: str = "fp32") -> float:
-    """Arithmetic intensity (FLOP/byte) where the roofline turns from memory- to compute-bound."""
-    return ceilings[f"peak_flops_{dtype}"] / ceilings["bandwidth_bytes"]
