@@ -33,7 +33,7 @@ def test_gpu_offline_throughput_bf16(benchmark, backend):
     hf = load_hf(path, dtype=torch.bfloat16).cuda()
     blocks = 256
     cfg = EngineConfig(num_blocks=blocks, max_num_seqs=64, max_num_batched_tokens=1024, device="cuda",
-                       dtype="bfloat16", extra={"attention_backend": backend})
+                       dtype="bfloat16", attention_backend=backend)
     run_engine(LLMEngine(model, cfg), make_workload(4, 1, output_len=(4, 8)))        # warm-up
     run = benchmark.pedantic(lambda: run_engine(LLMEngine(model, cfg), wl), rounds=1, iterations=1)
     bs = max(1, blocks * 16 // wl.max_total_len)

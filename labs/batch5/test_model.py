@@ -13,6 +13,7 @@ import torch
 
 from mlsys_labs.common.tolerance import assert_close, poison_like
 from mlsys_labs.serving.attention import AttentionMetadata, gather_plan, paged_attention
+from mlsys_labs.serving.config import AttentionBackend
 from mlsys_labs.serving.sequence import SamplingParams
 
 TIE_MARGIN = 1e-3   # top-2 logit gap below which greedy tokens may legitimately differ
@@ -198,9 +199,10 @@ def test_paged_gather_attention_matches_dense(rng):
     key_slots = torch.zeros(B, max(ctx), dtype=torch.long)
     for b in range(B):
         key_slots[b, :ctx[b]] = slots_of(tables[b], ctx[b], bs)
+    seq_of_token, row_of_token, mask = gather_plan(qs, torch.tensor(ctx), max(q_lens), max(ctx))
     meta = AttentionMetadata(query_start=qs, context_lens=torch.tensor(ctx), slot_mapping=torch.zeros(0, dtype=torch.long),
-                             key_slots=key_slots, block_size=bs, max_query_len=max(q_lens))
-    meta.seq_of_token, meta.row_of_token, meta.mask = gather_plan(qs, meta.context_lens, max(q_lens), max(ctx))
+                             key_slots=key_slots, block_size=bs, max_query_len=max(q_lens),
+                             seq_of_token=seq_of_token, row_of_token=row_of_token, mask=mask)
     out = paged_attention(q, kv, meta, d ** -0.5)
     for b in range(B):
         sl = slots_of(tables[b], ctx[b], bs)
@@ -330,5 +332,5 @@ def test_engine_with_the_triton_decode_kernel_gives_the_same_tokens(new_engine, 
     p = [256] + rng.integers(0, 256, int(rng.integers(17, 30))).tolist()     # spans two blocks
     sp = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
     ref = new_engine(num_blocks=8).generate([p], sp)[0][0].token_ids
-    got = new_engine(num_blocks=8, extra={"attention_backend": "triton"}).generate([p], sp)
+    got = new_engine(num_blocks=8, attention_backend=AttentionBackend.TRITON).generate([p], sp)
     assert got[0][0].token_ids == ref

@@ -17,16 +17,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .config import AttentionBackend
 
-@dataclass
+
+@dataclass(frozen=True)
 class AttentionMetadata:
-    """What one forward pass needs to read and write the paged cache.
+    """What one forward pass needs to read and write the paged cache; built once per step
+    (by the model runner) and never changed afterwards.
 
     ``query_start``: [B+1] offsets of each sequence's new tokens in the flat batch (cu_seqlens);
     ``context_lens``: [B] keys visible to each sequence (cache after this step's writes);
     ``slot_mapping``: [T] cache slot each new token's K/V is written to;
     ``key_slots``: [B, max_ctx] slots of each sequence's context in order (padded with 0);
-    ``block_tables``: [B, max_blocks] block ids (padded with 0), for the Triton decode kernel.
+    ``block_tables``: [B, max_blocks] block ids (padded with 0), for the Triton decode kernel;
+    ``seq_of_token``, ``row_of_token``, ``mask``: the gather plan (:func:`gather_plan`), for the
+    PyTorch backend; ``groups``: (token_index, AttentionMetadata) parts attended separately
+    (decodes apart from prompt chunks: no padding of q to the longest chunk).
     """
 
     query_start: torch.Tensor
@@ -36,12 +42,11 @@ class AttentionMetadata:
     block_tables: torch.Tensor | None = None
     block_size: int = 16
     max_query_len: int = 1
-    use_triton_decode: bool = False
-    seq_of_token: torch.Tensor | None = None   # from gather_plan
+    backend: AttentionBackend = AttentionBackend.TORCH
+    seq_of_token: torch.Tensor | None = None
     row_of_token: torch.Tensor | None = None
     mask: torch.Tensor | None = None
-    groups: list | None = None                  # (token_index, AttentionMetadata) parts run separately
-                                                # (decodes apart from prompt chunks: no padding of q to the longest chunk)
+    groups: tuple = ()
 
     @property
     def num_seqs(self) -> int:

@@ -13,6 +13,7 @@ padding between sequences except inside attention.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -21,7 +22,7 @@ from torch import nn
 
 from ..common.paths import state_dir
 from .attention import AttentionMetadata, paged_attention, write_kv
-from .config import ModelConfig
+from .config import AttentionBackend, ModelConfig
 
 
 class RMSNorm(nn.Module):
@@ -51,6 +52,35 @@ def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float, dtype) ->
     # END SOLUTION
 
 
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """theta^(−2i/d) in fp32, with the checkpoint's RoPE scaling applied (see :class:`RopeScaling`)."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    rs = cfg.rope_scaling
+    if rs is None:
+        return inv_freq
+    if rs.rope_type == "linear":
+        return inv_freq / rs.factor
+    # llama3: long wavelengths slowed by `factor`, short ones kept, a linear blend in between
+    low_wavelen = rs.original_max_position_embeddings / rs.low_freq_factor
+    high_wavelen = rs.original_max_position_embeddings / rs.high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelen > low_wavelen, inv_freq / rs.factor, inv_freq)
+    smooth = (rs.original_max_position_embeddings / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor)
+    blended = (1 - smooth) * scaled / rs.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, blended, scaled)
+
+
+def model_rope_cos_sin(positions: torch.Tensor, cfg: ModelConfig, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rope_cos_sin` for a model's config: plain RoPE, or RoPE with scaled frequencies."""
+    if cfg.rope_scaling is None:
+        return rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, dtype)
+    freqs = positions.float()[:, None] * rope_inv_freq(cfg).to(positions.device)[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate ``x [T, heads, d]``: x·cos + rotate_half(x)·sin, rotate_half(a, b) = (−b, a)."""
     # BEGIN SOLUTION [step 1] hint: split the last dim in halves (a, b); rotate_half = cat(-b, a); broadcast cos/sin over heads
@@ -65,10 +95,10 @@ class LlamaAttention(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, h, hkv = cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-        self.q_proj = nn.Linear(cfg.hidden_size, h * d, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, hkv * d, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, hkv * d, bias=False)
-        self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=False)
+        self.q_proj = nn.Linear(cfg.hidden_size, h * d, bias=cfg.qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, hkv * d, bias=cfg.qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, hkv * d, bias=cfg.qkv_bias)
+        self.o_proj = nn.Linear(h * d, cfg.hidden_size, bias=cfg.o_bias)
 
     def project_qkv(self, x):
         """q, k, v projections; plain fp weights go through one fused matmul (nano-vllm's
@@ -78,9 +108,10 @@ class LlamaAttention(nn.Module):
             return [m(x) for m in mods]
         fused = self.__dict__.get("_qkv")
         if fused is None or fused[1] != [m.weight.data_ptr() for m in mods]:
-            fused = (torch.cat([m.weight for m in mods]).detach(), [m.weight.data_ptr() for m in mods])
+            bias = torch.cat([m.bias for m in mods]).detach() if self.cfg.qkv_bias else None
+            fused = (torch.cat([m.weight for m in mods]).detach(), [m.weight.data_ptr() for m in mods], bias)
             self.__dict__["_qkv"] = fused
-        return F.linear(x, fused[0]).split([m.out_features for m in mods], dim=-1)
+        return F.linear(x, fused[0], fused[2]).split([m.out_features for m in mods], dim=-1)
 
     def forward(self, x, cos, sin, kv_cache, meta: AttentionMetadata):
         T = x.shape[0]
@@ -90,7 +121,7 @@ class LlamaAttention(nn.Module):
         k = apply_rope(k.reshape(T, -1, d), cos, sin)
         v = v.reshape(T, -1, d)
         write_kv(kv_cache, k, v, meta.slot_mapping)
-        if meta.use_triton_decode:
+        if meta.backend is AttentionBackend.TRITON:
             from .triton_decode import paged_decode_attention
 
             out = paged_decode_attention(q, kv_cache, meta.block_tables, meta.context_lens,
@@ -164,7 +195,7 @@ class LlamaForCausalLM(nn.Module):
                 meta: AttentionMetadata) -> torch.Tensor:
         cfg = self.config
         x = self.model.embed_tokens(input_ids)
-        cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, x.dtype)
+        cos, sin = model_rope_cos_sin(positions, cfg, x.dtype)
         for layer, kv in zip(self.model.layers, kv_caches):
             x = layer(x, cos, sin, kv, meta)
         return self.model.norm(x)

@@ -7,21 +7,25 @@ last new token needs a next token (finished prompts and decodes; a mid-prompt ch
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .attention import AttentionMetadata, gather_plan
+from .config import AttentionBackend
 from .model import LlamaForCausalLM
 from .sequence import Sequence
 
 
 class ModelRunner:
-    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, use_triton_decode: bool = False):
+    def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int,
+                 attention_backend: AttentionBackend = AttentionBackend.TORCH):
         self.model = model
         self.block_size = block_size
         self.num_blocks = num_blocks
         self.device = next(model.parameters()).device
         self.kv_caches = model.allocate_kv_cache(num_blocks, block_size)
-        self.use_triton_decode = use_triton_decode
+        self.attention_backend = attention_backend
 
     def copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         bs = self.block_size
@@ -58,24 +62,27 @@ class ModelRunner:
         key_slots = tables[:, (k_idx // bs).clamp(max=max_blocks - 1)] * bs + k_idx % bs
         key_slots = torch.where(k_idx[None, :] < ctx_lens_t[:, None], key_slots, 0)
         ids_t, pos_t = torch.tensor(ids, device=dev), torch.tensor(pos, device=dev)
-        meta = AttentionMetadata(query_start=query_start.to(dev), context_lens=ctx_lens_t.to(dev),
+        query_start, ctx_lens_t = query_start.to(dev), ctx_lens_t.to(dev)
+        backend = self.attention_backend if max(q_lens) == 1 else AttentionBackend.TORCH   # Triton: decode only
+        plan = (None, None, None)
+        if backend is AttentionBackend.TORCH:
+            plan = gather_plan(query_start, ctx_lens_t, max(q_lens), max_ctx)
+        meta = AttentionMetadata(query_start=query_start, context_lens=ctx_lens_t,
                                  slot_mapping=slot_mapping.to(dev), key_slots=key_slots.to(dev),
                                  block_tables=tables.to(dev), block_size=bs, max_query_len=max(q_lens),
-                                 use_triton_decode=self.use_triton_decode and max(q_lens) == 1)
-        if not meta.use_triton_decode:
-            meta.seq_of_token, meta.row_of_token, meta.mask = gather_plan(
-                meta.query_start, meta.context_lens, meta.max_query_len, max_ctx)
+                                 backend=backend, seq_of_token=plan[0], row_of_token=plan[1], mask=plan[2])
         return ids_t, pos_t, meta
         # END SOLUTION
 
     @staticmethod
-    def split_decodes_from_prefills(meta: AttentionMetadata) -> None:
+    def split_decodes_from_prefills(meta: AttentionMetadata) -> AttentionMetadata:
         """A step mixing decodes (1 new token) and prompt chunks attends in two groups, so the
-        decodes are not padded to the longest chunk (an optimisation, not a change in results)."""
+        decodes are not padded to the longest chunk (an optimisation, not a change in results).
+        Returns ``meta`` itself, or a copy of it carrying the two groups."""
         q_lens = meta.query_start[1:] - meta.query_start[:-1]
         is_decode = q_lens == 1
-        if meta.use_triton_decode or bool(is_decode.all()) or not bool(is_decode.any()):
-            return
+        if meta.backend is AttentionBackend.TRITON or bool(is_decode.all()) or not bool(is_decode.any()):
+            return meta
         groups = []
         for sel in (torch.nonzero(is_decode).flatten(), torch.nonzero(~is_decode).flatten()):
             starts = meta.query_start[:-1][sel]
@@ -85,14 +92,15 @@ class ModelRunner:
             qs[1:] = torch.cumsum(lens, 0)
             ctx = meta.context_lens[sel]
             max_ctx = int(ctx.max())
-            part = AttentionMetadata(query_start=qs.to(ctx.device), context_lens=ctx,
+            qs = qs.to(ctx.device)
+            seq_of_token, row_of_token, mask = gather_plan(qs, ctx, int(lens.max()), max_ctx)
+            part = AttentionMetadata(query_start=qs, context_lens=ctx,
                                      slot_mapping=meta.slot_mapping[token_index.to(ctx.device)],
                                      key_slots=meta.key_slots[sel, :max_ctx], block_size=meta.block_size,
-                                     max_query_len=int(lens.max()))
-            part.seq_of_token, part.row_of_token, part.mask = gather_plan(part.query_start, ctx,
-                                                                          part.max_query_len, max_ctx)
+                                     max_query_len=int(lens.max()), seq_of_token=seq_of_token,
+                                     row_of_token=row_of_token, mask=mask)
             groups.append((token_index.to(ctx.device), part))
-        meta.groups = groups
+        return dataclasses.replace(meta, groups=tuple(groups))
 
     @torch.inference_mode()
     def run(self, seqs: list[Sequence], num_new: list[int], copies=(), logits_rows: list[int] | None = None):
@@ -100,7 +108,7 @@ class ModelRunner:
         (default: every sequence), taken at each one's last new token."""
         self.copy_blocks(list(copies))
         input_ids, positions, meta = self.prepare(seqs, num_new)
-        self.split_decodes_from_prefills(meta)
+        meta = self.split_decodes_from_prefills(meta)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
         rows = range(len(seqs)) if logits_rows is None else logits_rows
         last = meta.query_start[1:] - 1
