@@ -346,7 +346,7 @@ def engine_from_args(args) -> LLMEngine:
     cfg = EngineConfig(block_size=args.block_size, num_blocks=args.num_blocks, max_num_seqs=args.max_num_seqs,
                        max_num_batched_tokens=args.max_num_batched_tokens,
                        enable_prefix_caching=not args.no_prefix_caching, device=device,
-                       extra={"attention_backend": args.attention_backend})
+                       attention_backend=args.attention_backend)
     return LLMEngine.from_pretrained(args.model, cfg)
 
 
