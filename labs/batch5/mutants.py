@@ -283,19 +283,17 @@ MUTANTS = [
     Mutant(
         name="eos-stops-despite-ignore-eos",
         file=S + "engine.py",
-        old="if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:",
-        new="if token == self.eos_token_id or token in p.stop_token_ids:",
+        old="if (token in self.stop_token_ids and not p.ignore_eos) or token in p.stop_token_ids:",
+        new="if token in self.stop_token_ids or token in p.stop_token_ids:",
         why="ignore_eos ignored: EOS always stops the request",
         tests=(ENG + "::test_eos_ignore_eos_and_a_partial_last_character",),
     ),
     Mutant(
         name="stop-token-text-included",
         file=S + "engine.py",
-        old="        reason = None\n        if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:\n"
-            "            reason = \"stop\"\n        else:\n            piece = seq.decoder.add(token)\n",
-        new="        reason = None\n        piece = seq.decoder.add(token)\n"
-            "        if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:\n"
-            "            reason = \"stop\"\n            seq.output_text += piece\n        else:\n",
+        old="            reason = \"stop\"\n            piece = \"\"                # a stop token's own text is not part of the output\n"
+            "        else:\n            piece = seq.decoder.add(token)\n",
+        new="            reason = \"stop\"\n        piece = seq.decoder.add(token)\n",
         why="decodes every token before the stop check: a stop token's own text ends up in the output "
             "(found by the held-out check)",
         tests=(ENG + "::test_eos_ignore_eos_and_a_partial_last_character",),

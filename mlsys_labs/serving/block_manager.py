@@ -18,7 +18,7 @@ write into a shared, partly filled block copies it to a fresh block first.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .sequence import Sequence
 
@@ -42,7 +42,6 @@ class BlockStats:
     prefix_hits: int = 0         # of which found in the cache
     cow_copies: int = 0
     evictions: int = 0           # cached blocks reused for something else
-    extra: dict = field(default_factory=dict)
 
     @property
     def hit_rate(self) -> float:

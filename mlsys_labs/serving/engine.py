@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,10 +20,10 @@ from .config import EngineConfig
 from .metrics import EngineMetrics
 from .model import LlamaForCausalLM, default_model_path, load_pretrained
 from .model_runner import ModelRunner
-from .sampler import sample_token
+from .sampler import TokenLogprobs, choose_token
 from .scheduler import RequestRejected, Scheduler
 from .sequence import SamplingParams, Sequence, SequenceStatus
-from .tokenizer import ByteTokenizer
+from .tokenizer import ByteTokenizer, load_tokenizer
 
 
 def log_exception(exc: BaseException) -> None:
@@ -52,6 +52,7 @@ class RequestOutput:
     num_output_tokens: int = 0
     num_cached_tokens: int = 0
     error: str | None = None
+    logprobs: TokenLogprobs | None = None    # the new token's, when the request asked for them
 
 
 @dataclass
@@ -64,7 +65,6 @@ class Completion:
     text: str
     finish_reason: str
     num_prompt_tokens: int
-    extra: dict = field(default_factory=dict)
 
 
 class LLMEngine:
@@ -77,10 +77,10 @@ class LLMEngine:
         self.max_model_len = self.cfg.max_model_len or model.config.max_position_embeddings
         self.block_manager = BlockManager(self.cfg.num_blocks, self.cfg.block_size, self.cfg.enable_prefix_caching)
         self.scheduler = Scheduler(self.cfg, self.block_manager, self.max_model_len)
-        use_triton = self.cfg.extra.get("attention_backend") == "triton"
-        self.runner = ModelRunner(model, self.cfg.num_blocks, self.cfg.block_size, use_triton_decode=use_triton)
+        self.runner = ModelRunner(model, self.cfg.num_blocks, self.cfg.block_size, self.cfg.attention_backend)
         self.metrics = EngineMetrics()
         self.eos_token_id = model.config.eos_token_id
+        self.stop_token_ids = self.tokenizer.stop_token_ids    # EOS and the checkpoint's other end tokens
         self._ids = itertools.count()
         self.seqs_by_request: dict[str, list[Sequence]] = {}
 
@@ -91,7 +91,8 @@ class LLMEngine:
         dtype = getattr(torch, cfg.dtype)
         path = Path(path) if path else default_model_path()
         model = load_pretrained(path, dtype=dtype, device=cfg.device)
-        return cls(model, cfg, model_name=kwargs.pop("model_name", path.name), **kwargs)
+        tokenizer = kwargs.pop("tokenizer", None) or load_tokenizer(path)   # tokenizer.json → the checkpoint's own
+        return cls(model, cfg, tokenizer, model_name=kwargs.pop("model_name", path.name), **kwargs)
 
     # ------------------------------------------------------------------ requests
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -104,7 +105,7 @@ class LLMEngine:
             raise ValueError(f"duplicate request id {request_id}")
         if any(not 0 <= t < self.model.config.vocab_size for t in ids):
             raise RequestRejected("prompt token id outside the vocabulary")
-        seq = Sequence(request_id, ids, params, 0, arrival_time)
+        seq = Sequence(request_id, ids, params, 0, arrival_time, self.tokenizer.incremental_decoder())
         self.scheduler.add(seq)
         self.seqs_by_request[request_id] = [seq]
         self.metrics.prompt_tokens += len(ids)
@@ -113,6 +114,8 @@ class LLMEngine:
     def abort(self, request_id: str) -> bool:
         """Stop a request wherever it is (waiting, running, preempted) and free its blocks."""
         seqs = self.scheduler.abort(request_id)
+        for s in seqs:                       # the text so far is complete, held-back tail included
+            s.output_text += s.decoder.flush()
         if self.seqs_by_request.pop(request_id, None) is not None:
             self.metrics.requests_aborted += 1
             return True
@@ -180,8 +183,10 @@ class LLMEngine:
                     lg = logits[row]
                     if s.params.logits_processor is not None:
                         lg = s.params.logits_processor(s.token_ids, lg)
-                    token = sample_token(lg, s.params, s.generator)
-                    outputs.append(self._append_token(s, token, now))
+                    token, logprobs = choose_token(lg, s)
+                    out = self._append_token(s, token, now)
+                    out.logprobs = logprobs
+                    outputs.append(out)
             except Exception as exc:  # noqa: BLE001 - this request fails alone
                 outputs += self._fail(seq, exc)
         return outputs
@@ -192,7 +197,7 @@ class LLMEngine:
         children = []
         at = self.scheduler.running.index(parent) + 1
         for idx in range(1, parent.params.n):
-            child = parent.fork(idx)
+            child = parent.fork(idx, self.tokenizer.incremental_decoder())
             self.block_manager.fork(parent, child)
             self.scheduler.running.insert(at, child)
             at += 1
@@ -203,7 +208,7 @@ class LLMEngine:
     def _append_token(self, seq: Sequence, token: int, now: float) -> RequestOutput:
         """Append a sampled token, apply the stop rules, emit the new text (holding back a
         possible stop-string prefix), and free the sequence if it finished."""
-        # BEGIN SOLUTION [step 6] hint: EOS / stop tokens → 'stop'; a stop string in the text → cut the text there, 'stop'; max_tokens or the context end → 'length'
+        # BEGIN SOLUTION [step 6] hint: EOS / stop tokens → 'stop'; a stop string in the text → cut the text there, 'stop'; max_tokens or the context end → 'length'; flush the decoder on every ending
         p = seq.params
         seq.token_ids.append(token)
         self.metrics.generation_tokens += 1
@@ -211,25 +216,26 @@ class LLMEngine:
             seq.first_token_time = now
             self.metrics.ttft.observe(now - seq.arrival_time)
         reason = None
-        if (token == self.eos_token_id and not p.ignore_eos) or token in p.stop_token_ids:
+        if (token in self.stop_token_ids and not p.ignore_eos) or token in p.stop_token_ids:
             reason = "stop"
+            piece = ""                # a stop token's own text is not part of the output
         else:
             piece = seq.decoder.add(token)
-            seq.output_text += piece
-            for stop in p.stop:       # only a match overlapping the new piece can be new
-                cut = seq.output_text.find(stop, max(0, len(seq.output_text) - len(piece) - len(stop) + 1))
-                if cut >= 0:
-                    seq.output_text = seq.output_text[:cut]
-                    reason = "stop"
-                    break
         if reason is None and (seq.num_output_tokens >= p.max_tokens
                                or (not self.cfg.streaming and len(seq) >= self.max_model_len)):
             reason = "length"
-            seq.output_text += seq.decoder.flush()
-        sent = getattr(seq, "text_sent", 0)
+        if reason:
+            piece += seq.decoder.flush()     # the held-back tail: nothing may stay in the decoder
+        seq.output_text += piece
+        for stop in p.stop:       # only a match overlapping the new piece can be new
+            cut = seq.output_text.find(stop, max(0, len(seq.output_text) - len(piece) - len(stop) + 1))
+            if cut >= 0:
+                seq.output_text = seq.output_text[:cut]
+                reason = "stop"
+                break
         hold = 0 if reason else max((len(s) - 1 for s in p.stop), default=0)
-        upto = max(sent, len(seq.output_text) - hold)
-        delta = seq.output_text[sent:upto]
+        upto = max(seq.text_sent, len(seq.output_text) - hold)
+        delta = seq.output_text[seq.text_sent:upto]
         seq.text_sent = upto
         if reason:
             self._finish(seq, reason, now)
