@@ -18,9 +18,9 @@ import json
 
 import pytest
 
-from mlsys_labs.collectives.launch import run_mpi
-from mlsys_labs.collectives.osu import format_table, summarize
-from mlsys_labs.collectives.plots import plot_model, plot_sweep
+from mlsys_labs.collectives.plumbing import run_mpi
+from mlsys_labs.collectives.plumbing.osu import format_table, summarize
+from mlsys_labs.collectives.plumbing.plots import plot_model, plot_sweep
 from mlsys_labs.common.bench import machine_name, record_figure
 from mlsys_labs.common.paths import reports_dir
 
@@ -32,7 +32,7 @@ def test_osu_sweep_ours_vs_builtin(benchmark, tmp_path):
     out = tmp_path / "osu.json"
 
     def sweep():
-        proc = run_mpi(P, ["-m", "mlsys_labs.collectives.osu", "--max-bytes", "64M", "--out", str(out)],
+        proc = run_mpi(P, ["-m", "mlsys_labs.collectives.plumbing.osu", "--max-bytes", "64M", "--out", str(out)],
                        timeout=900, yield_when_idle=False)
         assert proc.returncode == 0, proc.stderr[-4000:]
         return proc

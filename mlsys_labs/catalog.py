@@ -60,7 +60,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in [
         "Art of HPC vol. 2 (MPI); Thakur, Rabenseifner & Gropp 2005; Chan et al. 2007",
         "barrier, bcast, reduce, allreduce (recursive doubling, ring, Rabenseifner), reduce-scatter, allgather, alltoall; α-β-γ cost model; data-parallel SGD",
         "the MPI library's own collectives", "ring allreduce ≤ 1.3× built-in at ≥ 4 MiB (p=2); model within ±30% at ≥ 64 KiB",
-        demo="mlsys_labs.collectives.demo:main"),
+        demo="mlsys_labs.collectives.plumbing.demo:main"),
     Lab(4, 4, "kernels", "GPU kernels in Triton and Numba CUDA",
         "FlashAttention; online softmax (Milakov & Gimelshein); SmoothQuant; ZeroQuant; LLM.int8(); RoFormer; PMPP; CUDA by Example; MLC",
         "Triton softmax, FlashAttention-2 fwd/bwd, W8A8 int8 matmul, RMSNorm, RoPE; Numba CUDA tiled matmul and reduction",

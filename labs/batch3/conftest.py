@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsys_labs.collectives.launch import run_mpi
+from mlsys_labs.collectives.plumbing import run_mpi
 
 WORKER = Path(__file__).with_name("mpi_checks.py")
 LAUNCH_TIMEOUT_S = 240.0

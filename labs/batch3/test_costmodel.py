@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsys_labs.collectives import costmodel
-from mlsys_labs.collectives.costmodel import CostParams, choose_allreduce, predict, terms
+from mlsys_labs.collectives import ALGORITHMS, CostParams, choose_allreduce, fit_alpha_beta, predict, terms
 
 pytestmark = pytest.mark.step(6)
 
@@ -120,7 +119,7 @@ def test_fold_adds_two_messages_and_the_vector_out_and_back(p, rng):
        alpha=st.floats(1e-8, 1e-3), beta=st.floats(1e-12, 1e-8), gamma=st.floats(1e-12, 1e-8))
 def test_auto_picks_the_smallest_prediction(nbytes, p, alpha, beta, gamma):
     params = CostParams(alpha, beta, gamma)
-    best = min(predict("allreduce", a, nbytes, p, params) for a in costmodel.ALLREDUCE_ALGORITHMS)
+    best = min(predict("allreduce", a, nbytes, p, params) for a in ALGORITHMS["allreduce"])
     chosen = choose_allreduce(nbytes, p, params)
     assert predict("allreduce", chosen, nbytes, p, params) == best
 
@@ -142,10 +141,10 @@ def test_auto_latency_and_bandwidth_regimes():
 ], ids=["p1", "p2-beta-only", "p2-no-alpha", "all-zero"])
 def test_auto_breaks_ties_in_the_documented_order(nbytes, p, params):
     """Planted ties: the earliest of ALLREDUCE_ALGORITHMS among the smallest predictions."""
-    preds = [predict("allreduce", a, nbytes, p, params) for a in costmodel.ALLREDUCE_ALGORITHMS]
-    want = costmodel.ALLREDUCE_ALGORITHMS[preds.index(min(preds))]
+    preds = [predict("allreduce", a, nbytes, p, params) for a in ALGORITHMS["allreduce"]]
+    want = ALGORITHMS["allreduce"][preds.index(min(preds))]
     assert preds.count(min(preds)) >= 2, f"the case should plant a tie: {preds}"
-    assert choose_allreduce(nbytes, p, params) == want, f"predictions {dict(zip(costmodel.ALLREDUCE_ALGORITHMS, preds))}"
+    assert choose_allreduce(nbytes, p, params) == want, f"predictions {dict(zip(ALGORITHMS['allreduce'], preds))}"
 
 
 SIZES = [8, 1024, 65536, 2**20, 2**23]
@@ -164,7 +163,7 @@ def relative_least_squares(sizes, seconds) -> tuple[float, float]:
 @given(alpha=st.floats(1e-7, 1e-4), beta=st.floats(1e-11, 1e-8))
 def test_calibration_fit_recovers_a_line(alpha, beta):
     seconds = [alpha + n * beta for n in SIZES]
-    a, b = costmodel.fit_alpha_beta(SIZES, seconds)
+    a, b = fit_alpha_beta(SIZES, seconds)
     assert a == pytest.approx(alpha, rel=1e-6) and b == pytest.approx(beta, rel=1e-6)
 
 
@@ -178,7 +177,7 @@ def test_calibration_fit_weights_relative_errors(alpha, beta, noise):
     want = relative_least_squares(SIZES, seconds)
     plain = np.polyfit(SIZES, seconds, 1)[::-1]  # unweighted: what a wrong method gives
     assert abs(plain[0] - want[0]) > 0.1 * abs(want[0]), "the planted noise should tell the methods apart"
-    got = costmodel.fit_alpha_beta(SIZES, seconds)
+    got = fit_alpha_beta(SIZES, seconds)
     assert np.allclose(got, want, rtol=1e-8, atol=0), f"fit {got}, relative least squares gives {want}"
 
 
@@ -190,10 +189,10 @@ def test_calibration_fit_clips_negative_terms_to_zero():
     falling_alpha = [1e-9 * n * e for n, e in zip(sizes, (0.5, 1.0, 1.0, 1.0))]
     a_ref, b_ref = relative_least_squares(sizes, falling_alpha)
     assert a_ref < 0 < b_ref
-    a, b = costmodel.fit_alpha_beta(sizes, falling_alpha)
+    a, b = fit_alpha_beta(sizes, falling_alpha)
     assert a == 0.0 and b == pytest.approx(b_ref, rel=1e-8), (a, b, (a_ref, b_ref))
     falling_beta = [1e-5 * (1.0 - 1e-8 * n) for n in sizes]
     a_ref, b_ref = relative_least_squares(sizes, falling_beta)
     assert b_ref < 0 < a_ref
-    a, b = costmodel.fit_alpha_beta(sizes, falling_beta)
+    a, b = fit_alpha_beta(sizes, falling_beta)
     assert b == 0.0 and a == pytest.approx(a_ref, rel=1e-8), (a, b, (a_ref, b_ref))

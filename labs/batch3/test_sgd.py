@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlsys_labs.collectives.launch import run_mpi
+from mlsys_labs.collectives.plumbing import run_mpi
 from mlsys_labs.common.tolerance import assert_close
 
 STEPS, BATCH, P = 12, 64, 3

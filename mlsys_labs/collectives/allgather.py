@@ -26,7 +26,7 @@ import numpy as np
 
 from .fold import new_rank, new_rank_blocks, real_rank
 from .ops import TAGS, ceil_log2, pof2_below
-from .validate import check_call
+from .plumbing.validate import check_call
 
 ALGORITHMS = ("ring", "recursive_doubling", "bruck")
 

@@ -31,9 +31,9 @@ from .allgather import allgather_ring_blocks, recursive_doubling_spans
 from .fold import fold_in, fold_out, real_rank
 from .ops import TAGS, block_counts, block_displs, pof2_below, reduce_into, scratch
 from .reduce_scatter import recursive_halving_spans, reduce_scatter_ring
-from .validate import check_call
+from .plumbing.validate import check_call
 
-ALGORITHMS = ("recursive_doubling", "ring", "rabenseifner")
+ALGORITHMS = costmodel.ALLREDUCE_ALGORITHMS  # one tuple: its order is auto's tie order
 
 
 def allreduce(comm, sendbuf: np.ndarray, op: str = "sum", algorithm: str = "ring", *,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import TAGS
-from .validate import check_call
+from .plumbing.validate import check_call
 
 ALGORITHMS = ("pairwise",)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from .allgather import allgather_ring_blocks
 from .ops import TAGS, block_counts, block_displs
-from .validate import check_call
+from .plumbing.validate import check_call
 
 ALGORITHMS = ("binomial", "scatter_allgather")
 

@@ -6,14 +6,17 @@ sent on it, bytes reduced on it — and predicts ``latencies·α + bytes·β + r
 For p a power of two these are the textbook formulas (the README's cost table); a non-power of
 two adds its fold (fold.py): 2 latencies, and the vector sent out and back.
 
-Calibration measures the three constants on the machine at hand: α and β from a
-ping-pong between ranks 0 and 1 (one-way time = α + n·β), γ from timing a local
-reduction (``np.add`` into a buffer).  α here includes Python's per-call overhead, which
-is what our point-to-point collectives pay per message.
+An MPI library moves a message by one of two protocols (Thakur et al. §2; MPICH's
+``MPIR_CVAR_CH4_IPC_CMA_P2P_THRESHOLD``): *eager* below a threshold (copied through a
+shared-memory cell, no handshake) and *rendezvous* from it on (a handshake, then one copy
+straight between the two processes' buffers) — two lines with their own α and β.
+:class:`CostParams` holds both; :func:`predict` charges each algorithm the line of its
+messages' size (bytes sent / latencies: exact when every message has the same size, as
+at p = 2).  Measuring the constants is plumbing (``plumbing/calibrate.py``); fitting a
+line through the measurements is :func:`fit_alpha_beta`.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -23,11 +26,25 @@ from .ops import ceil_log2, pof2_below
 
 @dataclass(frozen=True)
 class CostParams:
-    """α seconds per message, β seconds per byte sent, γ seconds per byte reduced."""
+    """α seconds per message, β seconds per byte sent, γ seconds per byte reduced.
+
+    With ``rendezvous_from`` set, a message of at least that many bytes costs
+    ``alpha_rndv + n·beta_rndv`` instead (MPICH's rendezvous protocol); without it, one
+    line for every size.
+    """
 
     alpha: float
     beta: float
     gamma: float
+    alpha_rndv: float = 0.0
+    beta_rndv: float = 0.0
+    rendezvous_from: int | None = None
+
+    def link(self, message_bytes: float) -> tuple[float, float]:
+        """(α, β) of the protocol a message of this many bytes travels by."""
+        if self.rendezvous_from is not None and message_bytes >= self.rendezvous_from:
+            return self.alpha_rndv, self.beta_rndv
+        return self.alpha, self.beta
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -90,10 +107,12 @@ def terms(collective: str, algorithm: str, nbytes: float, p: int) -> tuple[float
 
 def predict(collective: str, algorithm: str, nbytes: float, p: int,
             params: CostParams | None = None) -> float:
-    """Predicted seconds of one call: latencies·α + bytes·β + reduced·γ."""
+    """Predicted seconds of one call: latencies·α + bytes·β + reduced·γ, with the (α, β)
+    of the protocol its messages use (their mean size: bytes sent / latencies)."""
     params = params or DEFAULT_PARAMS
     lat, sent, reduced = terms(collective, algorithm, nbytes, p)
-    return lat * params.alpha + sent * params.beta + reduced * params.gamma
+    alpha, beta = params.link(sent / lat if lat else 0.0)
+    return lat * alpha + sent * beta + reduced * params.gamma
 
 
 def choose_allreduce(nbytes: float, p: int, params: CostParams | None = None) -> str:
@@ -115,53 +134,3 @@ def fit_alpha_beta(sizes, seconds) -> tuple[float, float]:
     (alpha, beta), *_ = np.linalg.lstsq(a, np.ones_like(t), rcond=None)
     return float(max(alpha, 0.0)), float(max(beta, 0.0))
     # END SOLUTION
-
-
-def pingpong(comm, nbytes: int, iterations: int, warmup: int = 2) -> float | None:
-    """One-way seconds for ``nbytes`` between ranks 0 and 1 (median of round trips / 2);
-    None on other ranks.  Ranks other than 0 and 1 only wait."""
-    rank = comm.Get_rank()
-    buf = np.zeros(nbytes, np.uint8)
-    times = []
-    for i in range(warmup + iterations):
-        if rank == 0:
-            t0 = time.perf_counter()
-            comm.Send(buf, dest=1, tag=77)
-            comm.Recv(buf, source=1, tag=77)
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) / 2)
-        elif rank == 1:
-            comm.Recv(buf, source=0, tag=77)
-            comm.Send(buf, dest=0, tag=77)
-    return float(np.median(times)) if rank == 0 else None
-
-
-def measure_gamma(nbytes: int = 32 * 2**20, repeats: int = 5) -> float:
-    """Seconds per byte of ``np.add(acc, incoming, out=acc)`` on float64 (best of repeats),
-    on vectors larger than the caches: the long messages the γ term matters for."""
-    acc = np.ones(nbytes // 8)
-    incoming = np.ones_like(acc)
-    np.add(acc, incoming, out=acc)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        np.add(acc, incoming, out=acc)
-        best = min(best, time.perf_counter() - t0)
-    return best / acc.nbytes
-
-
-def calibrate(comm, sizes=(8, 1024, 16 * 1024, 256 * 1024, 2**20, 4 * 2**20, 16 * 2**20),
-              iterations: int = 20) -> CostParams:
-    """α, β by ping-pong (ranks 0 and 1), γ by a local reduction on rank 0; the same
-    CostParams returned on every rank (broadcast from rank 0).  Needs p ≥ 2."""
-    if comm.Get_size() < 2:
-        raise ValueError("calibration needs at least 2 ranks for the ping-pong")
-    seconds = []
-    for n in sizes:
-        comm.Barrier()
-        seconds.append(pingpong(comm, n, iterations=iterations if n <= 2**20 else max(3, iterations // 4)))
-    params = None
-    if comm.Get_rank() == 0:
-        alpha, beta = fit_alpha_beta(sizes, seconds)
-        params = CostParams(alpha=alpha, beta=beta, gamma=measure_gamma())
-    return comm.bcast(params, root=0)

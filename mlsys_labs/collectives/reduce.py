@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ops import TAGS, reduce_into, scratch
-from .validate import check_call
+from .plumbing.validate import check_call
 
 ALGORITHMS = ("binomial",)
 

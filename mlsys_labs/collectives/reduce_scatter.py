@@ -23,7 +23,7 @@ import numpy as np
 
 from .fold import fold_in, new_rank_blocks, real_rank
 from .ops import TAGS, block_counts, block_displs, combine, pof2_below, reduce_into, scratch
-from .validate import check_call
+from .plumbing.validate import check_call
 
 ALGORITHMS = ("ring", "recursive_halving")
 

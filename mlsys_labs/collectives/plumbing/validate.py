@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ops import DTYPES, OPS
+from ..ops import DTYPES, OPS
 
 
 class CollectiveArgumentError(ValueError):

@@ -1,9 +1,10 @@
 """OSU-style measurement of our collectives against the MPI library's own, in one
 ``mpiexec`` run (the OSU micro-benchmarks' method: warm-up, iterations, a barrier between
-iterations, each rank's average, then min/avg/max over ranks).
+iterations, each rank's average, then min/avg/max over ranks; here also the median over
+iterations of the slowest rank, and the variants of a size take turns call by call).
 
-    mpiexec -n 2 python -m mlsys_labs.collectives.osu --out osu.json
-    mpiexec -f hosts.txt -n 16 python -m mlsys_labs.collectives.osu --max-bytes 64M
+    mpiexec -n 2 python -m mlsys_labs.collectives.plumbing.osu --out osu.json
+    mpiexec -f hosts.txt -n 16 python -m mlsys_labs.collectives.plumbing.osu --max-bytes 64M
 
 Sizes follow nccl-tests: the size of the whole vector (allreduce, reduce, bcast: each
 rank's buffer; reduce-scatter: each rank's input; allgather: the gathered output;
@@ -12,13 +13,16 @@ busbw = algbw × factor (allreduce 2(p−1)/p; reduce-scatter, allgather, alltoa
 (p−1)/p; bcast, reduce 1), so busbw is comparable with the link's bandwidth.
 
 Our collectives run with ``check=False`` (no cross-rank argument check), so the
-algorithm alone is timed.  The cost model is calibrated at the start (ping-pong and a
-local reduction) and its prediction is stored beside each of our measurements.
+algorithm alone is timed.  The cost model is calibrated at the start (calibrate.py: eager
+and rendezvous lines from exchanges between ranks 0 and 1) and its prediction — with γ
+timed in this process at each algorithm's message size — is stored beside each of our
+measurements, and compared with the median (:func:`summarize`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 import sys
 import time
 
@@ -37,39 +41,45 @@ COLLECTIVES = tuple(BUS_FACTOR)
 
 def iterations_for(nbytes: int, scale: float = 1.0) -> tuple[int, int]:
     """(iterations, warm-up): OSU uses 1000/100 up to 8 KiB and 100/10 above; Python calls
-    are slower, so fewer, and fewer still for the largest messages."""
+    are slower, so fewer, and fewer still for the largest messages (enough for a median)."""
     if nbytes <= 8192:
         iters = 200
     elif nbytes <= 2**20:
         iters = 40
     elif nbytes <= 2**23:
-        iters = 10
+        iters = 15
     else:
-        iters = 4
-    iters = max(2, int(iters * scale))
+        iters = 7
+    iters = max(3, int(iters * scale))
     return iters, max(1, iters // 10)
 
 
-def osu_time(comm, fn, iterations: int, warmup: int) -> tuple[float, float, float]:
-    """(min, avg, max) over ranks of each rank's average seconds per call, barrier between calls."""
-    total = 0.0
+def osu_time(comm, fns: list, iterations: int, warmup: int) -> list[tuple[float, float, float, float]]:
+    """Per function: (min, avg, max) over ranks of each rank's average seconds per call — the
+    OSU figures — and the median over iterations of the slowest rank's time (what the cost
+    model predicts: a burst of load on a shared machine moves an average, not a median).
+    The functions take turns, one call each per iteration, a barrier before every call."""
+    times = np.zeros((iterations, len(fns)))
     for i in range(warmup + iterations):
-        comm.Barrier()
-        t0 = time.perf_counter()
-        fn()
-        elapsed = time.perf_counter() - t0
-        if i >= warmup:
-            total += elapsed
-    mine = total / iterations
-    everyone = comm.allgather(mine)
-    return min(everyone), sum(everyone) / len(everyone), max(everyone)
+        for j, fn in enumerate(fns):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fn()
+            elapsed = time.perf_counter() - t0
+            if i >= warmup:
+                times[i - warmup, j] = elapsed
+    everyone = np.array(comm.allgather(times))  # ranks × iterations × functions
+    averages = everyone.mean(axis=1)  # ranks × functions
+    slowest = everyone.max(axis=0)  # iterations × functions
+    return [(float(averages[:, j].min()), float(averages[:, j].mean()), float(averages[:, j].max()),
+             float(np.median(slowest[:, j]))) for j in range(len(fns))]
 
 
 def variants(comm, collective: str, nbytes: int):
     """[(name, algorithm or None for the built-in, fn)] for one collective and size."""
     from mpi4py import MPI
 
-    from . import ALGORITHMS, allgather, allreduce, alltoall, bcast, block_counts, reduce, reduce_scatter
+    from .. import ALGORITHMS, allgather, allreduce, alltoall, bcast, block_counts, reduce, reduce_scatter
 
     p, rank = comm.Get_size(), comm.Get_rank()
     elements = max(1, nbytes // 8)
@@ -117,27 +127,43 @@ def actual_bytes(collective: str, nbytes: int, p: int) -> int:
 
 
 def sweep(comm, collectives, sizes, *, scale: float = 1.0, params=None, progress=None) -> list[dict]:
-    """Measure every variant of every collective at every size; rows for rank 0."""
-    from . import costmodel
-
+    """Measure every variant of every collective at every size (variants interleaved); rows
+    for rank 0.  With ``params``, each of our rows carries the model's prediction, with γ
+    timed here, in this process, at the size of the algorithm's messages."""
     p = comm.Get_size()
     rows = []
     for collective in collectives:
         for nbytes in sizes:
             iters, warmup = iterations_for(nbytes, scale)
             size = actual_bytes(collective, nbytes, p)
-            for name, algorithm, fn in variants(comm, collective, nbytes):
-                t_min, t_avg, t_max = osu_time(comm, fn, iters, warmup)
+            found = variants(comm, collective, nbytes)
+            stats = osu_time(comm, [fn for _, _, fn in found], iters, warmup)
+            for (name, algorithm, _), (t_min, t_avg, t_max, t_med) in zip(found, stats):
                 algbw = size / t_avg
                 row = {"collective": collective, "variant": name, "bytes": size, "p": p, "iterations": iters,
-                       "t_min": t_min, "t_avg": t_avg, "t_max": t_max, "algbw": algbw,
+                       "t_min": t_min, "t_avg": t_avg, "t_max": t_max, "t_med": t_med, "algbw": algbw,
                        "busbw": algbw * BUS_FACTOR[collective](p)}
                 if algorithm is not None and params is not None:
-                    row["predicted"] = costmodel.predict(collective, algorithm, size, p, params)
+                    row.update(_prediction(collective, algorithm, size, p, params))
                 rows.append(row)
             if progress is not None and comm.Get_rank() == 0:
                 progress(collective, size)
     return rows
+
+
+def _prediction(collective: str, algorithm: str, size: int, p: int, params) -> dict:
+    """The model's seconds for one of our rows, γ measured now at the algorithm's message size."""
+    from dataclasses import replace
+
+    from .. import costmodel
+    from .calibrate import time_reduction
+
+    lat, sent, _ = costmodel.terms(collective, algorithm, size, p)
+    message = int(sent / lat) if lat else size
+    gamma = time_reduction(message) / max(8, message // 8 * 8)
+    here = replace(params, gamma=gamma)
+    return {"predicted": costmodel.predict(collective, algorithm, size, p, here), "gamma": gamma,
+            "message_bytes": message}
 
 
 def parse_size(text: str) -> int:
@@ -157,7 +183,7 @@ def default_sizes(max_bytes: int) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     from mpi4py import MPI
 
-    from . import costmodel
+    from .calibrate import measure_links, params_from
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--collectives", default=",".join(COLLECTIVES))
@@ -166,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="rank 0 writes the rows and the calibration here (JSON)")
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD
-    params = costmodel.calibrate(comm) if comm.Get_size() > 1 else None
+    links = measure_links(comm) if comm.Get_size() > 1 else None
+    params = params_from(comm, links) if links else None
     sizes = default_sizes(parse_size(args.max_bytes))
 
     def progress(collective, size):
@@ -174,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = sweep(comm, args.collectives.split(","), sizes, scale=args.scale, params=params, progress=progress)
     if comm.Get_rank() == 0:
-        report = {"p": comm.Get_size(), "params": params.as_dict() if params else None, "rows": rows,
+        report = {"p": comm.Get_size(), "params": params.as_dict() if params else None,
+                  "links": asdict(links) if links else None, "rows": rows,
                   "mpi": MPI.Get_library_version().splitlines()[0]}
         if args.out:
             with open(args.out, "w") as f:
@@ -184,31 +212,29 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Markdown: per collective and size, each variant's avg time, busbw, prediction, ratio to the built-in."""
+    """Markdown: per collective and size, each variant's avg (OSU) and median time, busbw,
+    prediction, avg ratio to the built-in."""
     builtin = {(r["collective"], r["bytes"]): r["t_avg"] for r in rows if r["variant"] == "builtin"}
-    lines = ["| collective | bytes | variant | avg µs | min µs | max µs | busbw GB/s | model µs | / built-in |",
-             "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| collective | bytes | variant | avg µs | min µs | max µs | median µs | busbw GB/s | model µs | / built-in |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         ratio = r["t_avg"] / builtin[(r["collective"], r["bytes"])]
         model = f"{1e6 * r['predicted']:.1f}" if "predicted" in r else ""
         lines.append(f"| {r['collective']} | {r['bytes']} | {r['variant']} | {1e6 * r['t_avg']:.1f} | "
-                     f"{1e6 * r['t_min']:.1f} | {1e6 * r['t_max']:.1f} | {r['busbw'] / 1e9:.3f} | {model} | {ratio:.2f} |")
+                     f"{1e6 * r['t_min']:.1f} | {1e6 * r['t_max']:.1f} | {1e6 * r['t_med']:.1f} | {r['busbw'] / 1e9:.3f} | {model} | {ratio:.2f} |")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def summarize(report: dict) -> dict:
     """The lab's figures from a sweep: ring allreduce / built-in at ≥ 4 MiB (worst size),
-    and the cost model's relative error at ≥ 64 KiB (worst and median over our allreduce
-    algorithms and sizes; and over every collective)."""
+    and the cost model's relative error against the median time at ≥ 64 KiB (worst and
+    median over our allreduce algorithms and sizes; and over every collective)."""
     rows = report["rows"]
     builtin = {(r["collective"], r["bytes"]): r["t_avg"] for r in rows if r["variant"] == "builtin"}
     ring = {r["bytes"]: r["t_avg"] / builtin[("allreduce", r["bytes"])]
             for r in rows if r["collective"] == "allreduce" and r["variant"] == "ring" and r["bytes"] >= 4 * 2**20}
-    errors = {f"{r['collective']}/{r['variant']}/{r['bytes']}": r["predicted"] / r["t_avg"] - 1
+    errors = {f"{r['collective']}/{r['variant']}/{r['bytes']}": r["predicted"] / r["t_med"] - 1
               for r in rows if "predicted" in r and r["bytes"] >= 64 * 2**10}
     allreduce_errors = {k: v for k, v in errors.items() if k.startswith("allreduce/")}
     best = {}
@@ -226,3 +252,7 @@ def summarize(report: dict) -> dict:
         "model_errors": errors,
         "best_over_builtin": best,
     }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from mlsys_labs.common.bench import machine_name
 from mlsys_labs.common.paths import reports_dir
 
-from .costmodel import choose_allreduce
+from ..costmodel import choose_allreduce
 from .launch import run_mpi
 from .osu import format_table, summarize
 from .plots import plot_crossover, plot_model, plot_sweep
@@ -41,7 +41,7 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "osu.json"
         steps.set_postfix_str(f"OSU sweep on {args.ranks} ranks")
-        proc = run_mpi(args.ranks, ["-m", "mlsys_labs.collectives.osu", "--max-bytes", args.max_bytes,
+        proc = run_mpi(args.ranks, ["-m", "mlsys_labs.collectives.plumbing.osu", "--max-bytes", args.max_bytes,
                                     "--out", str(out)], timeout=1200, hostfile=args.hostfile,
                        yield_when_idle=args.ranks > _cores())
         if proc.returncode != 0:
@@ -64,7 +64,7 @@ def main(argv: list[str]) -> int:
         steps.set_postfix_str(f"allreduce sweep on {p} ranks")
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "osu.json"
-            swept = run_mpi(p, ["-m", "mlsys_labs.collectives.osu", "--collectives", "allreduce", "--max-bytes",
+            swept = run_mpi(p, ["-m", "mlsys_labs.collectives.plumbing.osu", "--collectives", "allreduce", "--max-bytes",
                                 args.max_bytes, "--out", str(out)], timeout=1200, hostfile=args.hostfile,
                             yield_when_idle=p > _cores())
             if swept.returncode == 0:
@@ -95,7 +95,7 @@ def main(argv: list[str]) -> int:
 
 
 def _params(d: dict):
-    from .costmodel import CostParams
+    from ..costmodel import CostParams
 
     return CostParams(**d)
 

@@ -6,12 +6,12 @@ Python first (the virtual environment's), then on ``PATH``.
 
 One machine::
 
-    mpiexec -n 4 python -m mlsys_labs.collectives.osu
+    mpiexec -n 4 python -m mlsys_labs.collectives.plumbing.osu
 
 A cluster (the same code, a hostfile listing the machines, one per line as
 ``host:slots``; the project folder and venv at the same path on every host)::
 
-    mpiexec -f hosts.txt -n 16 python -m mlsys_labs.collectives.osu
+    mpiexec -f hosts.txt -n 16 python -m mlsys_labs.collectives.plumbing.osu
 
 On a machine with fewer cores than ranks MPICH's busy-polling ranks steal the cores from
 the ranks that have work; :func:`mpi_env` asks MPICH to yield (``MPIR_CVAR_POLLS_BEFORE_YIELD=1``)
@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ..common.procs import run_group
+from ...common.procs import run_group
 
 
 def mpiexec_path() -> str:
