@@ -164,7 +164,7 @@ MUTANTS = [
     Mutant(
         name="ddp-sums-not-averages",
         file=Z + "ddp.py",
-        old="            self.flat_grads[u].div_(self.world)\n",
+        old="            self.grads[u].div_(self.world)\n",
         new="",
         why="all-reduces the gradients but does not divide by N: the sum over ranks, N times the mean",
         tests=(R + "::test_stage_matches_single_process_3_ranks",),
@@ -172,9 +172,9 @@ MUTANTS = [
     Mutant(
         name="ddp-averages-every-micro-batch",
         file=Z + "ddp.py",
-        old="        for u, handle in self._handles:\n            handle.wait()\n            self.flat_grads[u].div_(self.world)\n",
+        old="        for u, handle in self._handles:\n            handle.wait()\n            self.grads[u].div_(self.world)\n",
         new="        for u, handle in self._handles:\n            handle.wait()\n"
-            "        for u in range(len(self.flat_grads)):\n            self.flat_grads[u].div_(self.world)\n",
+            "        for u in range(len(self.grads)):\n            self.grads[u].div_(self.world)\n",
         why="divides the buckets by N after every backward, also the no_sync micro-batches that were not "
             "all-reduced: earlier micro-batches count 1/N too little",
         tests=(R + "::test_accumulation_clipping_frozen_3_ranks",),
@@ -191,8 +191,8 @@ MUTANTS = [
     Mutant(
         name="ddp-no-wait",
         file=Z + "ddp.py",
-        old="        for u, handle in self._handles:\n            handle.wait()\n            self.flat_grads[u].div_(self.world)\n",
-        new="        for u, handle in self._handles:\n            self.flat_grads[u].div_(self.world)\n",
+        old="        for u, handle in self._handles:\n            handle.wait()\n            self.grads[u].div_(self.world)\n",
+        new="        for u, handle in self._handles:\n            self.grads[u].div_(self.world)\n",
         why="divides before the asynchronous all-reduce has finished (no wait): the step reads a bucket the "
             "collective has not written yet",
         tests=(R + "::test_stage_matches_single_process_3_ranks",),
@@ -201,8 +201,8 @@ MUTANTS = [
     Mutant(
         name="zero1-master-in-bf16",
         file=Z + "zero1.py",
-        old="            self.master.append(full32[L.lo:L.hi].clone() if self.mixed else flat[L.lo:L.hi])\n",
-        new="            self.master.append(flat[L.lo:L.hi])\n",
+        old="        self.master.append(full32[L.lo:L.hi].clone() if self.mixed else self._own_params(u))\n",
+        new="        self.master.append(self._own_params(u))\n",
         why="keeps the 'master' weights in the bf16 parameter buffer under mixed precision: updates smaller "
             "than bf16's resolution are lost",
         tests=(R + "::test_mixed_precision_master_weights_3_ranks",),
@@ -219,8 +219,8 @@ MUTANTS = [
     Mutant(
         name="zero1-ignores-no-sync",
         file=Z + "zero1.py",
-        old="        if self._sync:\n            L, g = self.layouts[u], self.flat_grads[u]\n",
-        new="        if True:\n            L, g = self.layouts[u], self.flat_grads[u]\n",
+        old="        if self._sync:\n            L, g = self.layouts[u], self.grads[u]\n",
+        new="        if True:\n            L, g = self.layouts[u], self.grads[u]\n",
         why="reduce-scatters on every micro-batch in place: the next micro-batch adds into a bucket whose own "
             "chunk is already reduced while the other chunks are not",
         tests=(R + "::test_accumulation_clipping_frozen_3_ranks",),
@@ -228,7 +228,7 @@ MUTANTS = [
     Mutant(
         name="zero1-sums-not-averages",
         file=Z + "zero1.py",
-        old="            self.flat_grads[u][L.lo:L.hi].div_(self.world)\n",
+        old="            self.grads[u][L.lo:L.hi].div_(self.world)\n",
         new="",
         why="reduce-scatters the gradients but does not divide by N",
         tests=(R + "::test_stage_matches_single_process_3_ranks",),
@@ -275,18 +275,19 @@ MUTANTS = [
     ),
     # -------------------------------------------------------------- zero3.py (step 8)
     Mutant(
-        name="zero3-master-in-bf16",
+        name="zero3-mixed-publish-skips-master",
         file=Z + "zero3.py",
-        old="            self.master.append(full32[L.lo:L.hi].clone() if self.mixed else shard)\n",
-        new="            self.master.append(shard)\n",
-        why="lets the bf16 parameter shard double as the master weights under mixed precision",
+        old="        if self.mixed:\n            for shard, master in zip(self.params, self.master):\n",
+        new="        if False:\n            for shard, master in zip(self.params, self.master):\n",
+        why="does not write the updated fp32 master weights into the bf16 parameter shard under mixed "
+            "precision: the shards the next forward gathers never change",
         tests=(R + "::test_mixed_precision_master_weights_3_ranks",),
     ),
     Mutant(
         name="zero3-shard-a-view-of-the-unit",
         file=Z + "zero3.py",
-        old="            shard = full32[L.lo:L.hi].to(self.param_dtype).clone().requires_grad_(True)\n",
-        new="            shard = full32[L.lo:L.hi].to(self.param_dtype).requires_grad_(True)\n",
+        old="        return full32[L.lo:L.hi].to(self.param_dtype).clone().requires_grad_(True)\n",
+        new="        return full32[L.lo:L.hi].to(self.param_dtype).requires_grad_(True)\n",
         why="no clone: in fp32 .to() returns the slice itself, a view that keeps the whole flattened unit "
             "alive on every rank (stage 3 then holds 4Ψ of parameters, not 4Ψ/N)",
         tests=(R + "::test_model_state_memory_3_ranks",),
@@ -337,12 +338,13 @@ MUTANTS = [
         tests=(U + "::test_each_stage_at_world_size_one",),
     ),
     Mutant(
-        name="zero3-sums-not-averages",
+        name="zero3-grad-not-marked-launched",
         file=Z + "zero3.py",
-        old="        return out.div_(self.world)\n",
-        new="        return out\n",
-        why="reduce-scatters the gradient without dividing by N",
-        tests=(R + "::test_stage_matches_single_process_3_ranks",),
+        old="        self._launched[u] = True\n        self._bucket_ready(u)\n",
+        new="        self._bucket_ready(u)\n",
+        why="hands the unit's gradient to stage 2's path without marking the unit launched: the end of "
+            "backward takes it for a unit that got no gradient and reduce-scatters its bucket a second time",
+        tests=(U + "::test_stage3_gathers_each_unit_in_forward_and_again_in_backward",),
     ),
     # ------------------------------------------------------------- memory.py (step 9)
     Mutant(

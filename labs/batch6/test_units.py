@@ -110,7 +110,7 @@ class _BucketEngine(Engine):
         super().__init__(*args, **kwargs)
 
     def _setup(self):
-        self.flat_grads = [torch.zeros(L.padded) for L in self.layouts]
+        self.grads = [torch.zeros(L.padded) for L in self.layouts]
         self.ready = []
         self._register_grad_hooks()
 
@@ -140,7 +140,7 @@ def test_grad_hooks_fill_each_bucket_and_fire_it_when_complete(seed):
         assert engine.ready == list(range(len(engine.layouts)))[::-1] * k, engine.ready
         assert all(p.grad is None for p in model.parameters()), "p.grad must be freed once it is in the bucket"
         for u, L in enumerate(engine.layouts):
-            bucket = engine.flat_grads[u]
+            bucket = engine.grads[u]
             for p, off in zip(L.params, L.offsets):
                 assert_close(bucket[off:off + p.numel()], k * grads[id(p)].reshape(-1),
                              what=f"unit {u} bucket at offset {off} after {k} backward(s)")

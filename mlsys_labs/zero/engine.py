@@ -8,7 +8,11 @@ padded buffer (``flat.py``).  Per unit it keeps the three model states of ZeRO �
     optimizer    fp32 ``master`` weights (only when they differ from the parameters), ``exp_avg``, ``exp_avg_sq``
 
 The stages differ only in which of these are whole and which are 1/N shards, and in the
-collectives that keep the shards consistent (``ddp.py``, ``zero1.py``, ``zero2.py``, ``zero3.py``).
+collectives that keep the shards consistent.  Each stage is written as the difference from the
+one before (``ddp.py`` → ``zero1.py`` → ``zero2.py`` → ``zero3.py``): ``_setup`` places each unit's
+three states through ``_place_parameters``, ``_place_gradients`` and ``_place_optimizer_state``;
+stage 1 overrides the optimizer state's placement (and the collectives), stage 2 the gradients',
+stage 3 the parameters'.
 
 Gradients reach the engine through ``Tensor.register_post_accumulate_grad_hook``: as backward
 finishes each parameter, its gradient is added into the unit's flat gradient bucket and freed;
@@ -31,16 +35,16 @@ import torch
 import torch.nn as nn
 
 from .comm import Comm
-from .flat import FlatLayout, plan_layout
+from .flat import FlatLayout, flatten, plan_layout
 from .optim import ShardAdamW
 
 
 class Engine:
     stage: int = -1
     #: True when master weights and Adam moments hold only this rank's shard
-    state_is_sharded: bool = True
-    #: True when gradients are sharded (so the global norm needs an all-reduce)
-    grads_are_sharded: bool = True
+    state_is_sharded: bool = False
+    #: True when the step sees only this rank's shard of the gradients (so the global norm needs an all-reduce)
+    grads_are_sharded: bool = False
 
     def __init__(self, model: nn.Module, comm: Comm, *, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
@@ -58,6 +62,11 @@ class Engine:
         missing = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in covered]
         if missing:
             raise ValueError(f"trainable parameters outside every unit: {missing}")
+        #: per unit, the parameters this rank keeps: the whole flat buffer, or its shard (stage 3)
+        self.params: list[torch.Tensor] = []
+        #: per unit, the gradients this rank keeps for the step: the whole flat bucket, or its shard (stages 2-3)
+        self.grads: list[torch.Tensor] = []
+        #: per unit, the optimizer states (fp32): whole (stage 0) or this rank's shard (stages 1-3)
         self.master: list[torch.Tensor] = []
         self.exp_avg: list[torch.Tensor] = []
         self.exp_avg_sq: list[torch.Tensor] = []
@@ -78,12 +87,30 @@ class Engine:
 
     # --------------------------------------------------------- what stages define
     def _setup(self) -> None:
+        """Place every unit's three model states, then watch backward for its gradients."""
+        for u, L in enumerate(self.layouts):
+            full32 = flatten(L, L.params, torch.float32)
+            self.params.append(self._place_parameters(u, full32))
+            self.grads.append(self._place_gradients(u))
+            self._place_optimizer_state(u, full32)
+        self._register_grad_hooks()
+
+    def _place_parameters(self, u: int, full32: torch.Tensor) -> torch.Tensor:
+        """Unit u's parameters as this rank keeps them (``full32``: the whole unit, flat, padded, fp32)."""
+        raise NotImplementedError
+
+    def _place_gradients(self, u: int) -> torch.Tensor:
+        """Unit u's gradient as this rank keeps it between backward and the step."""
+        raise NotImplementedError
+
+    def _place_optimizer_state(self, u: int, full32: torch.Tensor) -> None:
+        """Append unit u's master weights and Adam moments to ``master``, ``exp_avg``, ``exp_avg_sq``."""
         raise NotImplementedError
 
     def _grad_bucket(self, u: int) -> torch.Tensor:
         """The flat gradient buffer backward accumulates unit u into (DDP and stage 1 keep a
         full one per unit; stage 2 overrides this to allocate it only while it is needed)."""
-        return self.flat_grads[u]
+        return self.grads[u]
 
     def _bucket_ready(self, u: int) -> None:
         """Unit u's gradients are complete for this backward: start its collective."""
@@ -101,14 +128,17 @@ class Engine:
         raise NotImplementedError
 
     def zero_grad(self) -> None:
-        raise NotImplementedError
+        for g in self.grads:
+            g.zero_()
 
     def model_state(self) -> dict[str, list[torch.Tensor]]:
         """The tensors this engine keeps between steps, by category (for ``memory.inventory``)."""
-        raise NotImplementedError
+        return {"parameters": list(self.params), "gradients": list(self.grads),
+                "optimizer": (list(self.master) if self.mixed else []) + self.exp_avg + self.exp_avg_sq}
 
     # ------------------------------------------------------------ shared logic
     def _register_grad_hooks(self) -> None:
+        """One post-accumulate hook per parameter; a unit's bucket is ready when all of them fired."""
         self._pending = [len(L.params) for L in self.layouts]
         self._launched = [False] * len(self.layouts)
         for u, L in enumerate(self.layouts):
