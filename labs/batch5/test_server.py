@@ -108,7 +108,8 @@ def test_streaming_sends_sse_chunks_usage_and_done(client, server, rng):
     r = client.post("/v1/completions", json=req)
     assert r.status_code == 200, r.text
     full = r.json()["choices"][0]["text"]
-    with client.stream("POST", "/v1/completions", json={**req, "stream": True}) as r:
+    with client.stream("POST", "/v1/completions", json={**req, "stream": True,
+                                                        "stream_options": {"include_usage": True}}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
         events = sse_events(r)
     assert events[-1] == "[DONE]"

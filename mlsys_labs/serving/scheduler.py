@@ -71,6 +71,13 @@ class Scheduler:
                                   f"the cache has only {self.bm.num_blocks}")
         # END SOLUTION
 
+    @property
+    def token_capacity(self) -> int:
+        """The most tokens (prompt + output) one sequence can ever hold here."""
+        if self.cfg.streaming:
+            return self.max_model_len
+        return min(self.max_model_len, self.bm.num_blocks * self.bm.block_size)
+
     def add(self, seq: Sequence) -> None:
         self.check_fits(seq.num_prompt_tokens, seq.params.max_tokens)
         seq.status = SequenceStatus.WAITING

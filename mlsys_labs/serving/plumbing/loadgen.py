@@ -52,7 +52,8 @@ def make_workload(n: int, seed: int, input_len=(16, 128), output_len=(16, 64)) -
 
 
 async def _one(client, url: str, model: str | None, prompt: str, max_tokens: int) -> RequestResult:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "ignore_eos": True, "temperature": 0}
+    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "ignore_eos": True, "temperature": 0,
+            "stream_options": {"include_usage": True}}
     if model:
         body["model"] = model
     t0 = time.perf_counter()
