@@ -3,7 +3,7 @@ import pytest
 
 import mlsys_labs.kernels  # noqa: F401  (configures Triton before it is imported)
 from mlsys_labs.common.bench import record_figure
-from mlsys_labs.kernels.gpu_ceilings import measured_ceilings
+from mlsys_labs.kernels.plumbing.gpu_ceilings import measured_ceilings
 
 pytestmark = pytest.mark.gpu
 

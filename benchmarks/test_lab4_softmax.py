@@ -4,7 +4,7 @@ import pytest
 
 import mlsys_labs.kernels as K
 from mlsys_labs.common.bench import record_figure
-from mlsys_labs.kernels.gpu_ceilings import bench_ms, measured_ceilings
+from mlsys_labs.kernels.plumbing.gpu_ceilings import bench_ms, measured_ceilings
 
 pytestmark = pytest.mark.gpu
 ROWS = 4096

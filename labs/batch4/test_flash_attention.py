@@ -36,8 +36,16 @@ GPU_CASES = [
 ]
 
 
+def nan_tailed(t, pad):
+    """``t`` copied to the front of a larger allocation whose tail is NaN: a kernel that reads
+    past the end (an edge block loaded without its mask) gets NaN, never memory it doesn't own."""
+    buf = torch.full((t.numel() + pad,), float("nan"), dtype=t.dtype, device=t.device)
+    buf[: t.numel()] = t.flatten()
+    return buf[: t.numel()].view(t.shape)
+
+
 def qkv(randn, b, h, n, d, dtype):
-    return randn(b, h, n, d, dtype=dtype), randn(b, h, n, d, dtype=dtype), randn(b, h, n, d, dtype=dtype)
+    return tuple(nan_tailed(randn(b, h, n, d, dtype=dtype), pad=128 * d) for _ in range(3))
 
 
 @pytest.mark.step(5)
@@ -158,6 +166,51 @@ def test_backward_single_token_and_odd_length(randn, causal):
             assert_close(g, want, scale=BWD_SCALE[torch.float32], what=f"{name} N={n}")
 
 
+def strided_qkv(randn, b, h, n, d):
+    """Three layouts a caller hands over without copying: q a (B, N, H, d) projection output seen
+    as (B, H, N, d), k with the feature axis strided, v the first N tokens of a longer cache."""
+    q = randn(b, n, h, d).transpose(1, 2)
+    k = randn(b, h, d, n).transpose(2, 3)
+    v = randn(b, h, n + 9, d)[:, :, :n]
+    assert not any(t.is_contiguous() for t in (q, k, v)) and len({q.stride(), k.stride(), v.stride()}) == 3
+    return q, k, v
+
+
+@pytest.mark.step(5)
+@pytest.mark.points(1)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_forward_reads_strided_inputs(randn, causal):
+    """The kernels address every tensor through its own strides: no .contiguous() copy is needed."""
+    q, k, v = strided_qkv(randn, 2, 2, 40, 32)
+    o, lse = flash_attention_forward(q, k, v, causal=causal)
+    o_ref, lse_ref = attention_reference(q, k, v, causal=causal)
+    assert_close(o, o_ref, scale=FWD_SCALE[torch.float32], what="O of strided q, k, v")
+    assert_close(lse, lse_ref, scale=10.0, what="LSE of strided q, k, v")
+
+
+@pytest.mark.step(6)
+@pytest.mark.points(1)
+@pytest.mark.parametrize("causal", [False, True], ids=["full", "causal"])
+def test_backward_reads_strided_inputs(randn, causal):
+    """dQ, dK, dV of strided q, k, v and a strided dO (written with their inputs' strides), and
+    through autograd, where the views come from leaves of other shapes."""
+    b, h, n, d = 2, 2, 40, 32
+    q, k, v = strided_qkv(randn, b, h, n, d)
+    do = randn(b, n, h, d).transpose(1, 2)
+    ref = _reference_grads(q, k, v, do, causal)
+    o, lse = flash_attention_forward(q, k, v, causal=causal)
+    got = flash_attention_backward(q, k, v, o, lse, do, causal=causal)
+    for name, g, want in zip(("dQ", "dK", "dV"), got, ref):
+        assert_close(g, want, scale=BWD_SCALE[torch.float32], what=f"{name} of strided inputs")
+    q_leaf, k_leaf = (t.detach().clone().requires_grad_() for t in (q.transpose(1, 2), k.transpose(2, 3)))
+    v_leaf = torch.cat([v, torch.zeros_like(v[:, :, :9])], 2).requires_grad_()
+    flash_attention(q_leaf.transpose(1, 2), k_leaf.transpose(2, 3), v_leaf[:, :, :n], causal=causal).backward(do)
+    for name, g, want in zip(("dQ", "dK", "dV"), (q_leaf.grad.transpose(1, 2), k_leaf.grad.transpose(2, 3),
+                                                  v_leaf.grad[:, :, :n]), ref):
+        assert_close(g, want, scale=BWD_SCALE[torch.float32], what=f"{name} of strided inputs (autograd)")
+    assert not v_leaf.grad[:, :, n:].any(), "dV of the tokens past the view must stay 0"
+
+
 @pytest.mark.step(5)
 @pytest.mark.points(1)
 def test_checks_inputs_before_launch(randn, interpreted):
@@ -172,8 +225,8 @@ def test_checks_inputs_before_launch(randn, interpreted):
         flash_attention_forward(q, k.half(), v)
     with pytest.raises(TypeError, match="dtype"):
         flash_attention_forward(q.double(), k.double(), v.double())
-    with pytest.raises(ValueError, match="contiguous"):
-        flash_attention_forward(q.transpose(2, 3).contiguous().transpose(2, 3), k, v)
+    with pytest.raises(ValueError, match="contiguous"):  # inputs may be strided views; the output it writes may not
+        flash_attention_forward(q, k, v, out=torch.empty_like(q).transpose(2, 3).contiguous().transpose(2, 3))
     with pytest.raises(ValueError, match="dimensions"):
         flash_attention_forward(q[0], k[0], v[0])
     if interpreted:

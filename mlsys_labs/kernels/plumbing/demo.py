@@ -17,9 +17,9 @@ from mlsys_labs.common.device import has_cuda, torch_device, triton_interpreted
 from mlsys_labs.common.paths import reports_dir
 from mlsys_labs.common.plotting import figure, save
 
-from . import (W8A8Linear, add, add_reference, attention_reference, block_sum, flash_attention, int8_matmul,
-               int8_matmul_reference, online_softmax, outlier_layer, quantization_error, rmsnorm, rmsnorm_reference,
-               rope, rope_cache, rope_reference, softmax, softmax_reference, tiled_matmul)
+from .. import (W8A8Linear, add, add_reference, attention_reference, block_sum, flash_attention, int8_matmul,
+                int8_matmul_reference, online_softmax, outlier_layer, quantization_error, rmsnorm, rmsnorm_reference,
+                rope, rope_cache, rope_reference, softmax, softmax_reference, tiled_matmul)
 
 
 def _max_err(a, b) -> float:
