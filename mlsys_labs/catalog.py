@@ -65,7 +65,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in [
         "FlashAttention; online softmax (Milakov & Gimelshein); SmoothQuant; ZeroQuant; LLM.int8(); RoFormer; PMPP; CUDA by Example; MLC",
         "Triton softmax, FlashAttention-2 fwd/bwd, W8A8 int8 matmul, RMSNorm, RoPE; Numba CUDA tiled matmul and reduction",
         "torch.softmax, SDPA (flash), torch.matmul / _int_mm", "softmax ≥ 1.0× torch; attention fwd ≥ 1.0×, bwd ≥ 0.7× SDPA; int8 ≥ 1.3× bf16 (GPU)",
-        demo="mlsys_labs.kernels.demo:main"),
+        demo="mlsys_labs.kernels.plumbing.demo:main"),
     Lab(5, 5, "serving", "An LLM inference server",
         "PagedAttention (vLLM); Orca; online softmax; LLM.int8(); AWQ; SpecInfer; StreamingLLM; FlashDecoding++",
         "paged KV cache, continuous batching, prefix caching, preemption, speculative decoding, OpenAI-compatible HTTP server",
