@@ -116,12 +116,33 @@ def test_fold_adds_two_messages_and_the_vector_out_and_back(p, rng):
 @pytest.mark.points(1)
 @settings(max_examples=60, deadline=None)
 @given(nbytes=st.integers(0, 2**28), p=st.integers(2, 64),
-       alpha=st.floats(1e-8, 1e-3), beta=st.floats(1e-12, 1e-8), gamma=st.floats(1e-12, 1e-8))
-def test_auto_picks_the_smallest_prediction(nbytes, p, alpha, beta, gamma):
-    params = CostParams(alpha, beta, gamma)
+       alpha=st.floats(1e-8, 1e-3), beta=st.floats(1e-12, 1e-8), gamma=st.floats(1e-12, 1e-8),
+       rendezvous=st.one_of(st.none(), st.tuples(st.floats(1e-8, 1e-3), st.floats(1e-12, 1e-8),
+                                                 st.integers(1, 2**24))))
+def test_auto_picks_the_smallest_prediction(nbytes, p, alpha, beta, gamma, rendezvous):
+    """With one line for every message size, or an eager and a rendezvous line."""
+    params = CostParams(alpha, beta, gamma) if rendezvous is None else CostParams(alpha, beta, gamma, *rendezvous)
     best = min(predict("allreduce", a, nbytes, p, params) for a in ALGORITHMS["allreduce"])
     chosen = choose_allreduce(nbytes, p, params)
     assert predict("allreduce", chosen, nbytes, p, params) == best
+
+
+@pytest.mark.points(0.25)
+@pytest.mark.parametrize("p", [2, 3, 6, 16])
+def test_predict_charges_each_protocol_its_line(p, rng):
+    """An eager line below ``rendezvous_from``, a rendezvous line from it on, chosen by the
+    algorithm's message size (bytes sent / latencies) — computed here from the README's table."""
+    params = CostParams(alpha=2e-6, beta=4e-10, gamma=1e-10, alpha_rndv=9e-6, beta_rndv=2e-10, rendezvous_from=8192)
+    for collective, algorithm in ALL:
+        for n in (64.0, 4096.0 * p, float(rng.integers(2**16, 2**26))):
+            lat, sent, reduced = readme_table(collective, algorithm, n, p)
+            rndv = lat > 0 and sent / lat >= 8192
+            alpha, beta = (9e-6, 2e-10) if rndv else (2e-6, 4e-10)
+            want = lat * alpha + sent * beta + reduced * 1e-10
+            got = predict(collective, algorithm, n, p, params)
+            assert got == pytest.approx(want, rel=1e-12), (
+                f"{collective} {algorithm} p={p} n={n:g}: {got} s, the table and the "
+                f"{'rendezvous' if rndv else 'eager'} line give {want} s")
 
 
 @pytest.mark.points(0.5)

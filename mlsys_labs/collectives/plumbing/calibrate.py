@@ -141,3 +141,57 @@ def params_from(comm, links: LinkTimes) -> CostParams:
     if comm.Get_rank() == 0:
         params = fit_protocols(links, rendezvous_threshold(), measure_gamma())
     return comm.bcast(params, root=0)
+
+
+# ------------------------------------------------- the model checked against a sweep
+def message_bytes(collective: str, algorithm: str, nbytes: int, p: int) -> int:
+    """The mean size of one of the algorithm's messages: bytes sent / latencies."""
+    from ..costmodel import terms
+
+    lat, sent, _ = terms(collective, algorithm, nbytes, p)
+    return max(1, int(sent / lat)) if lat else 0
+
+
+def step_probes(comm, message_sizes) -> list[tuple[str, int, object]]:
+    """What the model charges per step, as functions to time beside the collectives:
+    ("exchange", m, fn) — every rank swaps m bytes with rank XOR 1 at once (a step of our
+    allreduces; a rank without a partner idles) — and ("reduce", m, fn) — ``np.add`` on m
+    bytes of float64, the reduction ``ops.reduce_into`` runs."""
+    rank, p = comm.Get_rank(), comm.Get_size()
+    partner = rank ^ 1
+    probes = []
+    for m in sorted(set(message_sizes)):
+        send, recv = np.ones(m, np.uint8), np.zeros(m, np.uint8)
+        acc, incoming = np.ones(max(1, m // 8)), np.ones(max(1, m // 8))
+        if partner < p:
+            probes.append(("exchange", m, lambda s=send, r=recv: comm.Sendrecv(
+                s, dest=partner, sendtag=79, recvbuf=r, source=partner, recvtag=79)))
+        else:
+            probes.append(("exchange", m, lambda: None))
+        probes.append(("reduce", m, lambda a=acc, b=incoming: np.add(a, b, out=a)))
+    return probes
+
+
+def predict_rows(rows: list[dict], steps: dict[tuple[str, int], float], p: int) -> CostParams:
+    """Fit the eager and rendezvous lines through the exchange medians the sweep took, then
+    give each of our rows the model's prediction, its three terms, and the prediction with
+    the link's time measured at the row's own message size (no line: what is left is the
+    algorithm's cost beyond its steps).  Returns the fitted lines (γ: the largest size's)."""
+    from ..costmodel import terms
+
+    sizes = sorted(m for kind, m in steps if kind == "exchange")
+    links = LinkTimes(tuple(sizes), tuple(0.0 for _ in sizes), tuple(steps[("exchange", m)] for m in sizes))
+    gamma_of = {m: steps[("reduce", m)] / max(8, m // 8 * 8) for kind, m in steps if kind == "reduce"}
+    params = fit_protocols(links, rendezvous_threshold(), gamma_of[max(gamma_of)] if gamma_of else 0.0)
+    for row in rows:
+        if row.get("algorithm") is None:
+            continue
+        lat, sent, reduced = terms(row["collective"], row["algorithm"], row["bytes"], p)
+        m = message_bytes(row["collective"], row["algorithm"], row["bytes"], p)
+        alpha, beta = params.link(m)
+        gamma = gamma_of.get(m, params.gamma)
+        row["model_terms"] = {"latency": lat * alpha, "bandwidth": sent * beta, "reduction": reduced * gamma}
+        row["predicted"] = sum(row["model_terms"].values())
+        row["predicted_step_measured"] = lat * steps.get(("exchange", m), 0.0) + reduced * gamma
+        row.update(message_bytes=m, gamma=gamma)
+    return params

@@ -13,16 +13,16 @@ busbw = algbw × factor (allreduce 2(p−1)/p; reduce-scatter, allgather, alltoa
 (p−1)/p; bcast, reduce 1), so busbw is comparable with the link's bandwidth.
 
 Our collectives run with ``check=False`` (no cross-rank argument check), so the
-algorithm alone is timed.  The cost model is calibrated at the start (calibrate.py: eager
-and rendezvous lines from exchanges between ranks 0 and 1) and its prediction — with γ
-timed in this process at each algorithm's message size — is stored beside each of our
-measurements, and compared with the median (:func:`summarize`).
+algorithm alone is timed.  The cost model is calibrated inside the sweep: the steps it
+charges for (an exchange and a reduction of each algorithm's message size) take turns with
+the collectives, so both are timed under the same load; the eager and rendezvous lines
+are fitted through those medians (calibrate.py), and the prediction is stored beside each
+of our measurements and compared with the median (:func:`summarize`).
 """
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict
 import sys
 import time
 
@@ -126,44 +126,39 @@ def actual_bytes(collective: str, nbytes: int, p: int) -> int:
     return 8 * elements
 
 
-def sweep(comm, collectives, sizes, *, scale: float = 1.0, params=None, progress=None) -> list[dict]:
-    """Measure every variant of every collective at every size (variants interleaved); rows
-    for rank 0.  With ``params``, each of our rows carries the model's prediction, with γ
-    timed here, in this process, at the size of the algorithm's messages."""
+def sweep(comm, collectives, sizes, *, scale: float = 1.0, model: bool = True,
+          progress=None) -> tuple[list[dict], object]:
+    """Measure every variant of every collective at every size; rows for rank 0.
+
+    The variants of one size take turns call by call, and with ``model`` so do the steps
+    the cost model charges for them (calibrate.step_probes: an exchange and a reduction of
+    each algorithm's message size), timed in the same loop under the same load.  Then each
+    of our rows gets the model's prediction (calibrate.predict_rows); returns (rows, the
+    fitted CostParams or None)."""
+    from .calibrate import message_bytes, predict_rows, step_probes
+
     p = comm.Get_size()
-    rows = []
+    rows, steps = [], {}
     for collective in collectives:
         for nbytes in sizes:
             iters, warmup = iterations_for(nbytes, scale)
             size = actual_bytes(collective, nbytes, p)
             found = variants(comm, collective, nbytes)
-            stats = osu_time(comm, [fn for _, _, fn in found], iters, warmup)
+            probes = step_probes(comm, [message_bytes(collective, a, size, p) for _, a, _ in found
+                                        if a is not None]) if model and p > 1 else []
+            stats = osu_time(comm, [fn for *_, fn in found + probes], iters, warmup)
             for (name, algorithm, _), (t_min, t_avg, t_max, t_med) in zip(found, stats):
                 algbw = size / t_avg
-                row = {"collective": collective, "variant": name, "bytes": size, "p": p, "iterations": iters,
-                       "t_min": t_min, "t_avg": t_avg, "t_max": t_max, "t_med": t_med, "algbw": algbw,
-                       "busbw": algbw * BUS_FACTOR[collective](p)}
-                if algorithm is not None and params is not None:
-                    row.update(_prediction(collective, algorithm, size, p, params))
-                rows.append(row)
+                rows.append({"collective": collective, "variant": name, "algorithm": algorithm, "bytes": size,
+                             "p": p, "iterations": iters, "t_min": t_min, "t_avg": t_avg, "t_max": t_max,
+                             "t_med": t_med, "algbw": algbw, "busbw": algbw * BUS_FACTOR[collective](p)})
+            for (kind, m, _), stat in zip(probes, stats[len(found):]):
+                steps.setdefault((kind, m), []).append(stat[3])
             if progress is not None and comm.Get_rank() == 0:
                 progress(collective, size)
-    return rows
-
-
-def _prediction(collective: str, algorithm: str, size: int, p: int, params) -> dict:
-    """The model's seconds for one of our rows, γ measured now at the algorithm's message size."""
-    from dataclasses import replace
-
-    from .. import costmodel
-    from .calibrate import time_reduction
-
-    lat, sent, _ = costmodel.terms(collective, algorithm, size, p)
-    message = int(sent / lat) if lat else size
-    gamma = time_reduction(message) / max(8, message // 8 * 8)
-    here = replace(params, gamma=gamma)
-    return {"predicted": costmodel.predict(collective, algorithm, size, p, here), "gamma": gamma,
-            "message_bytes": message}
+    if not steps:
+        return rows, None
+    return rows, predict_rows(rows, {k: float(np.median(v)) for k, v in steps.items()}, p)
 
 
 def parse_size(text: str) -> int:
@@ -183,8 +178,6 @@ def default_sizes(max_bytes: int) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     from mpi4py import MPI
 
-    from .calibrate import measure_links, params_from
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--collectives", default=",".join(COLLECTIVES))
     ap.add_argument("--max-bytes", default="64M")
@@ -192,17 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=None, help="rank 0 writes the rows and the calibration here (JSON)")
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD
-    links = measure_links(comm) if comm.Get_size() > 1 else None
-    params = params_from(comm, links) if links else None
     sizes = default_sizes(parse_size(args.max_bytes))
 
     def progress(collective, size):
         print(f"  {collective:15s} {size:>10d} B done", file=sys.stderr, flush=True)
 
-    rows = sweep(comm, args.collectives.split(","), sizes, scale=args.scale, params=params, progress=progress)
+    rows, params = sweep(comm, args.collectives.split(","), sizes, scale=args.scale, progress=progress)
     if comm.Get_rank() == 0:
-        report = {"p": comm.Get_size(), "params": params.as_dict() if params else None,
-                  "links": asdict(links) if links else None, "rows": rows,
+        report = {"p": comm.Get_size(), "params": params.as_dict() if params else None, "rows": rows,
                   "mpi": MPI.Get_library_version().splitlines()[0]}
         if args.out:
             with open(args.out, "w") as f:
@@ -237,6 +227,8 @@ def summarize(report: dict) -> dict:
     errors = {f"{r['collective']}/{r['variant']}/{r['bytes']}": r["predicted"] / r["t_med"] - 1
               for r in rows if "predicted" in r and r["bytes"] >= 64 * 2**10}
     allreduce_errors = {k: v for k, v in errors.items() if k.startswith("allreduce/")}
+    step_errors = {f"{r['collective']}/{r['variant']}/{r['bytes']}": r["predicted_step_measured"] / r["t_med"] - 1
+                   for r in rows if r["collective"] == "allreduce" and "predicted" in r and r["bytes"] >= 64 * 2**10}
     best = {}
     for (collective, nbytes), t_builtin in builtin.items():
         ours = [r["t_avg"] for r in rows if r["collective"] == collective and r["bytes"] == nbytes
@@ -250,6 +242,8 @@ def summarize(report: dict) -> dict:
         if allreduce_errors else float("nan"),
         "model_error_all_median": float(np.median(np.abs(list(errors.values())))) if errors else float("nan"),
         "model_errors": errors,
+        "step_measured_error_allreduce_worst": max(map(abs, step_errors.values())) if step_errors else float("nan"),
+        "step_measured_errors": step_errors,
         "best_over_builtin": best,
     }
 
