@@ -3,13 +3,12 @@ same thread count (numba and the BLAS both pinned), n in {480, 960, 1920}, float
 float64; the autotuner; the roofline plot.
 
 Sizes: naive i-j-k is measured at n = 480 (fp32, fp64) and once at n = 960 (fp32), not at
-1920 (one call would take minutes); the "best / naive" figure compares both at n = 960,
-measured, not extrapolated.  i-k-j
-and blocked at n = 1920 are timed once after no warm-up (their compile is cached by
-then).  Everything else: 1 warm-up and 3 interleaved repeats (``compare``; 7 for the
-figures with a target).  Ratios use the *best* time of each side, not the median: on a
-shared machine the fastest run is the one least disturbed by the neighbours (STREAM
-reports best-of for the same reason); the medians stay in each figure's detail.
+1920 (one call would take minutes) — only for its dot on the roofline: a speed-up over the
+naive loop measures the naive loop, not the lesson, so it has no target.  i-k-j and blocked
+at n = 1920 are timed once after no warm-up (their compile is cached by then).  Everything
+else: 1 warm-up and 3 interleaved repeats (``compare``; 15 for the figure with a target).
+Ratios are medians of the interleaved repeats (ours and BLAS alternate, so a busy
+neighbour slows both alike); the best time of each side stays in each figure's detail.
 """
 from __future__ import annotations
 
@@ -19,8 +18,8 @@ import pytest
 from mlsys_labs.common.bench import compare, figures_for, machine_name, record_figure, time_fn
 from mlsys_labs.common.paths import reports_dir
 from mlsys_labs.matmul import (autotune, matmul_blocked, matmul_loop_order, matmul_naive, matmul_packed,
-                               matmul_threaded, pinned_threads, tuned_config)
-from mlsys_labs.matmul import roofline
+                               matmul_threaded, roofline, tuned_config)
+from mlsys_labs.matmul.plumbing import measure_ceilings, pinned_threads, plot_roofline
 
 LAB = 2
 SIZES = (480, 960, 1920)
@@ -75,19 +74,20 @@ def test_variant_vs_blas(benchmark, name, threads, n, dt):
     out, ref_out = np.empty((n, n), dtype), np.empty((n, n), dtype)
     fn = _variant(name, dtype, threads)
     slow = name in ("loop_order", "blocked") and n >= 1920
-    target = ">= 0.6" if (name, threads, n, dt) == ("packed", 1, 960, "fp32") else None
+    target = ">= 0.75" if (name, threads, n, dt) == ("packed", 1, 960, "fp32") else None
     with pinned_threads(threads):
         cmp = compare(lambda: fn(a, b, out=out), lambda: np.matmul(a, b, out=ref_out),
-                      warmup=0 if slow else 1, repeats=1 if slow else (7 if target else 3))
+                      warmup=0 if slow else 1, repeats=1 if slow else (15 if target else 3))
         benchmark.pedantic(lambda: fn(a, b, out=out), rounds=1, iterations=1)
-    GFLOPS[(name, threads, n, dt)] = gflops(n, cmp.ours.best)
+    GFLOPS[(name, threads, n, dt)] = gflops(n, cmp.ours.median)
     if (name, threads) in (("packed", 1), ("threaded", 2)):      # the BLAS dots on the roofline
-        GFLOPS[("blas", threads, n, dt)] = gflops(n, cmp.peer.best)
+        GFLOPS[("blas", threads, n, dt)] = gflops(n, cmp.peer.median)
     benchmark.extra_info.update(cmp.as_dict())
-    record_figure(LAB, f"{name} {threads} thread(s) speed / BLAS, n={n} {dt}", value=cmp.peer.best / cmp.ours.best,
+    record_figure(LAB, f"{name} {threads} thread(s) speed / BLAS, n={n} {dt}", value=1.0 / cmp.ratio,
                   unit="x BLAS", target=target, peer=f"numpy BLAS, {threads} thread(s)",
                   detail={**cmp.as_dict(), "gflops_ours": GFLOPS[(name, threads, n, dt)],
-                          "gflops_blas": gflops(n, cmp.peer.best), "machine": machine_name()})
+                          "gflops_blas": gflops(n, cmp.peer.median), "best_over_best": cmp.peer.best / cmp.ours.best,
+                          "machine": machine_name()})
 
 
 @pytest.mark.parametrize("dt", list(DTYPES))
@@ -105,46 +105,35 @@ def test_two_threads_vs_one(benchmark, dt):
     cmp = compare(lambda: run(1), lambda: run(2), repeats=7)
     benchmark.pedantic(lambda: run(2), rounds=1, iterations=1)
     benchmark.extra_info.update(cmp.as_dict())
-    record_figure(LAB, f"threaded 2 threads / 1 thread speed-up, n=960 {dt}", value=cmp.ours.best / cmp.peer.best,
+    record_figure(LAB, f"threaded 2 threads / 1 thread speed-up, n=960 {dt}", value=cmp.ratio,
                   unit="x",
                   target=">= 1.6" if dt == "fp32" else None, peer="itself on 1 thread", detail=cmp.as_dict())
 
 
 @pytest.mark.parametrize("dt,n", [("fp32", 480), ("fp64", 480), ("fp32", 960)])
-def test_best_vs_naive(benchmark, dt, n):
-    """naive i-j-k (1 thread) against the best variant measured: packed on 1 thread or
-    threaded on 2, whichever was faster in this run.
+def test_naive(benchmark, dt, n):
+    """naive i-j-k on 1 thread, for its dot on the roofline (no target: how far the lesson's
+    kernels are from BLAS is the figure that counts, not how slow the textbook loop is).
 
     At n = 480 B (0.9 MB fp32) still fits in the 1 MiB L2, so naive's column walk hits L2;
-    at n = 960 (3.7 MB) it does not — the target is judged at n = 960."""
+    at n = 960 (3.7 MB) it does not."""
     dtype = DTYPES[dt]
     a, b = operands(n, dtype)
     out = np.empty((n, n), dtype)
-    cfg = tuned_config(dtype)
     matmul_naive(a[:8, :8].copy(), b[:8, :8].copy())                      # compile outside the timing
     with pinned_threads(1):
         naive = time_fn(lambda: matmul_naive(a, b, out=out), warmup=0, repeats=2 if n <= 480 else 1)
-        packed = time_fn(lambda: matmul_packed(a, b, out=out, config=cfg), repeats=5)
-    with pinned_threads(2):
-        threaded = time_fn(lambda: matmul_threaded(a, b, out=out, config=cfg, threads=2), repeats=5)
-        benchmark.pedantic(lambda: matmul_threaded(a, b, out=out, config=cfg, threads=2), rounds=1, iterations=1)
-    best_name, best = min((("packed 1 thread", packed.best), ("threaded 2 threads", threaded.best)),
-                          key=lambda x: x[1])
-    GFLOPS[("naive", 1, n, dt)] = gflops(n, naive.best)
-    detail = {"naive_s": naive.times, "packed_s": packed.times, "threaded_s": threaded.times,
-              "gflops_naive": gflops(n, naive.best), "best": best_name}
-    benchmark.extra_info.update(detail)
-    record_figure(LAB, f"best variant speed / naive i-j-k, n={n} {dt}", value=naive.best / best,
-                  unit="x", target=">= 100" if (dt, n) == ("fp32", 960) else None,
-                  peer="naive i-j-k (1 thread)", detail=detail)
-    record_figure(LAB, f"packed 1 thread speed / naive i-j-k, n={n} {dt}", value=naive.best / packed.best,
-                  unit="x", peer="naive i-j-k (1 thread)")
+        benchmark.pedantic(lambda: matmul_naive(a, b, out=out), rounds=1, iterations=1)
+    GFLOPS[("naive", 1, n, dt)] = gflops(n, naive.median)
+    benchmark.extra_info.update({"naive_s": naive.times})
+    record_figure(LAB, f"naive i-j-k GFLOP/s, n={n} {dt}", value=gflops(n, naive.median), unit="GFLOP/s",
+                  detail={"naive_s": naive.times, "gflops_naive": gflops(n, naive.median), "machine": machine_name()})
 
 
 def test_roofline(benchmark):
     """Measure the ceilings (1 and 2 threads) and plot every variant measured above at n = 960."""
-    ceil1 = benchmark.pedantic(lambda: roofline.measure_ceilings(threads=1, refresh=True), rounds=1, iterations=1)
-    ceil2 = roofline.measure_ceilings(threads=2, refresh=True)
+    ceil1 = benchmark.pedantic(lambda: measure_ceilings(threads=1, refresh=True), rounds=1, iterations=1)
+    ceil2 = measure_ceilings(threads=2, refresh=True)
     for key, c in (("1 thread", ceil1), ("2 threads", ceil2)):
         record_figure(LAB, f"ceiling: micro-kernel L1 peak fp32, {key}", value=c["peak_flops_fp32"] / 1e9,
                       unit="GFLOP/s", peer="numpy BLAS large n", detail=c)
@@ -165,7 +154,7 @@ def test_roofline(benchmark):
                 ai = roofline.arithmetic_intensity(name, n, n, n, s, **blocks)
                 points.append({"label": f"{name} ({t}t, n={n})", "intensity": ai,
                                "gflops": measured[(name, t, n, dt)]})
-        path = roofline.plot_roofline(points, ceil1, reports_dir("lab2") / f"roofline_{dt}.png", dtype=dt,
+        path = plot_roofline(points, ceil1, reports_dir("lab2") / f"roofline_{dt}.png", dtype=dt,
                                       more_ceilings=ceil2, title=f"Roofline, {dt}, {machine_name()}")
         benchmark.extra_info[f"roofline_{dt}"] = str(path)
 
@@ -182,7 +171,7 @@ def _measured_gflops() -> dict:
             measured.setdefault((name, threads, int(n), dt), d["gflops_ours"])
             if (name, threads) in (("packed", 1), ("threaded", 2)):
                 measured.setdefault(("blas", threads, int(n), dt), d["gflops_blas"])
-        if f.name.startswith("best variant speed / naive") and "gflops_naive" in d:
+        if f.name.startswith("naive i-j-k GFLOP/s") and "gflops_naive" in d:
             n, dt = f.name.rsplit("n=", 1)[1].split()
             measured.setdefault(("naive", 1, int(n), dt), d["gflops_naive"])
     return measured

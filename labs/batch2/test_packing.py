@@ -7,8 +7,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlsys_labs.matmul import micro_kernel_4x4, pack_panel_a, pack_panel_b
-from mlsys_labs.matmul.packed import micro_kernel_2x8
+from mlsys_labs.matmul import (MICRO_KERNEL_SHAPES, BlockConfig, micro_kernel, micro_kernel_2x8, micro_kernel_4x4,
+                               pack_panel_a, pack_panel_b)
 
 from matmul_checks import assert_matmul_close, random_matrix
 
@@ -111,6 +111,22 @@ def test_micro_kernel_2x8(dtype, rng):
     tile = np.full((2, 8), np.nan, dtype=dtype)
     micro_kernel_2x8(kc, a.reshape(-1), bt.reshape(-1), tile)
     assert_matmul_close(tile, a, np.ascontiguousarray(bt.T), what="micro_kernel_2x8")
+
+
+@pytest.mark.points(1)
+@pytest.mark.parametrize("shape", MICRO_KERNEL_SHAPES)
+def test_every_micro_kernel_shape_has_its_kernel(shape, rng):
+    """``micro_kernel`` picks the kernel of the tile's shape for every shape the table lists
+    (and the autotuner searches); a shape without a kernel is refused by BlockConfig."""
+    mr, nr = shape
+    kc = 19
+    a, bt = random_matrix(rng, (mr, kc), np.float64), random_matrix(rng, (nr, kc), np.float64)
+    tile = np.full((mr, nr), np.nan)
+    micro_kernel(kc, a.reshape(-1), bt.reshape(-1), tile)
+    assert_matmul_close(tile, a, np.ascontiguousarray(bt.T), what=f"micro_kernel for MR x NR = {mr} x {nr}")
+    BlockConfig(mr=mr, nr=nr).validate()
+    with pytest.raises(ValueError, match="no micro-kernel"):
+        BlockConfig(mr=3, nr=5).validate()
 
 
 def _has_avx2() -> bool:

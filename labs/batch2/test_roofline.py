@@ -7,9 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mlsys_labs.matmul import roofline
-from mlsys_labs.matmul.blocked import tile_sizes
-from mlsys_labs.matmul.packed import BlockConfig
+from mlsys_labs.matmul import BlockConfig, roofline, tile_sizes
+from mlsys_labs.matmul.plumbing import measure_ceilings, plot_roofline
 
 from matmul_checks import FakeClock
 
@@ -84,7 +83,7 @@ def test_triad_bandwidth_restores_threads_on_error(monkeypatch):
 @pytest.mark.points(2)
 def test_measured_ceilings_are_plausible():
     """Positive and finite (no timing comparisons: the machine may be shared)."""
-    ceil = roofline.measure_ceilings(quick=True)
+    ceil = measure_ceilings(quick=True)
     for key in ("peak_flops_fp32", "peak_flops_fp64", "blas_flops_fp32", "bandwidth_bytes"):
         assert math.isfinite(ceil[key]) and ceil[key] > 1e8, (key, ceil)
 
@@ -154,5 +153,5 @@ def test_roofline_plot_is_written(tmp_path):
     ceil = {"peak_flops_fp32": 1e11, "blas_flops_fp32": 1.2e11, "bandwidth_bytes": 2e10, "threads": 1}
     pts = [{"label": v, "intensity": roofline.arithmetic_intensity(v, 256, 256, 256, 4), "gflops": g}
            for v, g in (("naive", 0.5), ("loop_order", 8.0), ("packed", 60.0))]
-    path = roofline.plot_roofline(pts, ceil, tmp_path / "roof.png")
+    path = plot_roofline(pts, ceil, tmp_path / "roof.png")
     assert path.exists() and path.stat().st_size > 5000

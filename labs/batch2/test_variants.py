@@ -12,10 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlsys_labs.common.tolerance import poison_like
-from mlsys_labs.matmul import (BlockConfig, matmul_blocked, matmul_loop_order, matmul_naive, matmul_packed,
-                               matmul_threaded)
-from mlsys_labs.matmul.packed import gemm_packed, macro_kernel
-from mlsys_labs.matmul.threaded import gemm_threaded
+from mlsys_labs.matmul import (BlockConfig, gemm_packed, gemm_threaded, macro_kernel, matmul_blocked,
+                               matmul_loop_order, matmul_naive, matmul_packed, matmul_threaded)
 
 from matmul_checks import Guarded, assert_bits_equal, assert_matmul_close, guarded_input, random_matrix
 

@@ -21,13 +21,13 @@ import numpy as np
 from mlsys_labs.common.bench import machine_slug
 from mlsys_labs.common.paths import state_dir
 
-from .packed import DEFAULT_CONFIG, BlockConfig, matmul_packed
+from .packed import DEFAULT_CONFIG, MICRO_KERNEL_SHAPES, BlockConfig, matmul_packed
 
 SEARCH_SPACE = {
     "mc": (48, 96, 192),
     "kc": (256, 512, 1024),
     "nc": (1024, 4096),
-    "mr_nr": ((4, 4), (2, 8)),
+    "mr_nr": MICRO_KERNEL_SHAPES,
 }
 
 

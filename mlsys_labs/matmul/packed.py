@@ -57,14 +57,15 @@ class BlockConfig:
     nr: int = 4
 
     def validate(self) -> "BlockConfig":
-        if (self.mr, self.nr) not in MICRO_KERNELS:
-            raise ValueError(f"no micro-kernel for MR x NR = {self.mr} x {self.nr}; have {sorted(MICRO_KERNELS)}")
+        if (self.mr, self.nr) not in MICRO_KERNEL_SHAPES:
+            raise ValueError(f"no micro-kernel for MR x NR = {self.mr} x {self.nr}; have {MICRO_KERNEL_SHAPES}")
         if min(self.mc, self.kc, self.nc) < 1:
             raise ValueError(f"block sizes must be positive: {self}")
         return self
 
 
-MICRO_KERNELS = {(4, 4): "micro_kernel_4x4", (2, 8): "micro_kernel_2x8"}
+MICRO_KERNEL_SHAPES = ((4, 4), (2, 8))
+"""The MR x NR shapes :func:`micro_kernel` has code for (the autotuner searches them all)."""
 DEFAULT_CONFIG = BlockConfig()
 
 
@@ -248,6 +249,20 @@ def micro_kernel_2x8(kc, a_sliver, b_sliver, tile):
 
 
 @njit(cache=True)
+def micro_kernel(kc, a_sliver, b_sliver, tile):
+    """The micro-kernel of ``tile``'s shape, one of :data:`MICRO_KERNEL_SHAPES` — the one
+    place a shape picks its code.  The branch is taken once per MR x NR tile, outside the
+    k loop, so it costs nothing measurable."""
+    mr, nr = tile.shape
+    if mr == 4 and nr == 4:
+        micro_kernel_4x4(kc, a_sliver, b_sliver, tile)
+    elif mr == 2 and nr == 8:
+        micro_kernel_2x8(kc, a_sliver, b_sliver, tile)
+    else:
+        raise ValueError("no micro-kernel for this MR x NR (see MICRO_KERNEL_SHAPES)")
+
+
+@njit(cache=True)
 def macro_kernel(ap, bp, c, ic, jc, mc, nc, kc, mr, nr, tile):
     """Loops 2 and 1: C[ic:ic+mc, jc:jc+nc] += A~ @ B~, one MR x NR tile at a time.
 
@@ -257,17 +272,14 @@ def macro_kernel(ap, bp, c, ic, jc, mc, nc, kc, mr, nr, tile):
     columns included), but nothing outside C[ic:ic+mc, jc:jc+nc] is written, whatever
     the padding holds.
     """
-    # BEGIN SOLUTION [step 4] hint: loop jr over the NR slivers of B~, ir over the MR slivers of A~; sliver views ap[ir*kc:(ir+mr)*kc], bp[jr*kc:(jr+nr)*kc]; write_back clips to edges min(mr, mc - ir), min(nr, nc - jr)
+    # BEGIN SOLUTION [step 4] hint: loop jr over the NR slivers of B~, ir over the MR slivers of A~; sliver views ap[ir*kc:(ir+mr)*kc], bp[jr*kc:(jr+nr)*kc]; micro_kernel; write_back clips to edges min(mr, mc - ir), min(nr, nc - jr)
     for jr in range(0, nc, nr):
         n_edge = min(nr, nc - jr)
         for ir in range(0, mc, mr):
             m_edge = min(mr, mc - ir)
             a_sliver = ap[ir * kc:(ir + mr) * kc]
             b_sliver = bp[jr * kc:(jr + nr) * kc]
-            if mr == 4 and nr == 4:
-                micro_kernel_4x4(kc, a_sliver, b_sliver, tile)
-            else:
-                micro_kernel_2x8(kc, a_sliver, b_sliver, tile)
+            micro_kernel(kc, a_sliver, b_sliver, tile)
             write_back(tile, c, ic + ir, jc + jr, m_edge, n_edge)
     # END SOLUTION
 

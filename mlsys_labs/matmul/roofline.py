@@ -8,7 +8,8 @@ moved between the cache and memory.  Both ceilings are measured here, not read f
 
 - peak FLOP/s: the packed micro-kernel looping on L1-resident panels (compute-bound by
   construction: no cache misses, only loads from L1 and fused multiply-adds), with a
-  large BLAS matmul as the check;
+  large BLAS matmul as the check (``plumbing.ceilings``, which also caches the ceilings
+  per machine; ``plumbing.plots`` draws the roofline);
 - bandwidth: McCalpin's STREAM triad ``a[i] = b[i] + s * c[i]`` on arrays far larger
   than the last-level cache, counted as STREAM counts it (3 x 8 bytes per element) —
   DRAM; and the same on arrays that fit in L3 but not L2 — the bandwidth that matters
@@ -24,16 +25,12 @@ The cost model (:func:`bytes_moved`) gives each step's traffic to memory for n x
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 
 import numba
 import numpy as np
 from numba import njit, prange
-
-from mlsys_labs.common.bench import machine_slug
-from mlsys_labs.common.paths import state_dir
 
 from .blocked import L2_BYTES, tile_sizes
 from .packed import DEFAULT_CONFIG, BlockConfig, micro_kernel_4x4
@@ -90,23 +87,6 @@ def peak_flops(dtype=np.float32, threads: int = 1, kc: int = 256, seconds: float
     return threads * reps * 2.0 * 16 * kc / best
 
 
-def blas_flops(dtype=np.float32, threads: int = 1, n: int = 1536, repeats: int = 5) -> float:
-    """FLOP/s of numpy's BLAS on an n^3 matmul, pinned to ``threads`` threads (the check)."""
-    from threadpoolctl import threadpool_limits
-
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n)).astype(dtype)
-    b = rng.standard_normal((n, n)).astype(dtype)
-    with threadpool_limits(limits=threads):
-        a @ b
-        best = math.inf
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
-
-
 # ------------------------------------------------------------------------------ bandwidth
 @njit(cache=True, parallel=True)
 def stream_triad(a, b, c, scalar, reps):
@@ -145,37 +125,6 @@ def triad_bandwidth(n_elements: int = 16 * 2**20, threads: int = 1, repeats: int
         numba.set_num_threads(previous)
     return 3 * 8 * n_elements * sweeps / best
     # END SOLUTION
-
-
-def measure_ceilings(threads: int = 1, refresh: bool = False, quick: bool = False) -> dict:
-    """Peak FLOP/s (fp32, fp64; ours and BLAS) and triad bandwidth, cached per machine
-    and thread count in ``.mlsys/lab2/ceilings.json``.  ``quick`` shrinks the runs (tests).
-
-    A ceiling is the best the machine has shown: noise from other jobs only ever lowers a
-    measurement, so ``refresh`` measures again and keeps, per ceiling, the larger of the new
-    and the cached value (delete the file to start over on changed hardware)."""
-    path = state_dir("lab2") / "ceilings.json"
-    cache = json.loads(path.read_text()) if path.exists() else {}
-    key = f"{machine_slug()}/threads={threads}"
-    if refresh or key not in cache or quick:
-        seconds, n_blas, n_triad, l3_sweeps = (0.02, 256, 2**20, 2) if quick else (0.2, 1536, 16 * 2**20, 40)
-        entry = {
-            "peak_flops_fp32": peak_flops(np.float32, threads, seconds=seconds),
-            "peak_flops_fp64": peak_flops(np.float64, threads, seconds=seconds),
-            "blas_flops_fp32": blas_flops(np.float32, threads, n=n_blas),
-            "blas_flops_fp64": blas_flops(np.float64, threads, n=n_blas),
-            "bandwidth_bytes": triad_bandwidth(n_triad, threads),
-            # 3 x 2 MiB: past L2 (1 MiB per core), inside L3 (32 MiB): what the cost model's
-            # "traffic past L2" moves at when the operands fit in L3
-            "bandwidth_l3_bytes": triad_bandwidth(2**18, threads, sweeps=l3_sweeps),
-            "threads": threads,
-        }
-        if quick:
-            return entry
-        previous = cache.get(key, {})
-        cache[key] = {name: max(value, previous.get(name, value)) for name, value in entry.items()}
-        path.write_text(json.dumps(cache, indent=1))
-    return cache[key]
 
 
 # ------------------------------------------------------------------------------ cost model
@@ -230,40 +179,3 @@ def bytes_moved(variant: str, m: int, n: int, k: int, itemsize: int,
 def arithmetic_intensity(variant: str, m: int, n: int, k: int, itemsize: int, **kw) -> float:
     """flops / modelled bytes moved (FLOP/byte)."""
     return flops(m, n, k) / bytes_moved(variant, m, n, k, itemsize, **kw)
-
-
-# ------------------------------------------------------------------------------ the plot
-def plot_roofline(points: list[dict], ceilings: dict, path, dtype: str = "fp32", title: str | None = None,
-                  more_ceilings: dict | None = None):
-    """Save a log-log roofline: the bandwidth slope, the compute roof(s) and one dot per
-    point ``{'label', 'intensity', 'gflops'}``; ``more_ceilings`` (e.g. the 2-thread
-    ceilings) adds a second, dashed roof.  Returns the path."""
-    from mlsys_labs.common.plotting import figure, save
-
-    peak = ceilings[f"peak_flops_{dtype}"] / 1e9
-    blas = ceilings.get(f"blas_flops_{dtype}", 0) / 1e9
-    bw = ceilings["bandwidth_bytes"] / 1e9
-    xs = np.logspace(-2.5, 3, 200)
-    fig, ax = figure(7.0, 4.6)
-    ax.loglog(xs, np.minimum(peak, bw * xs), "k-", lw=2,
-              label=f"DRAM roof: triad {bw:.1f} GB/s, micro-kernel peak {peak:.0f} GFLOP/s")
-    if "bandwidth_l3_bytes" in ceilings:
-        bw3 = ceilings["bandwidth_l3_bytes"] / 1e9
-        ax.loglog(xs, np.minimum(peak, bw3 * xs), color="C7", lw=1.5,
-                  label=f"L3 roof: triad in L3 {bw3:.1f} GB/s")
-    if more_ceilings:
-        peak2 = more_ceilings[f"peak_flops_{dtype}"] / 1e9
-        bw2 = more_ceilings["bandwidth_bytes"] / 1e9
-        ax.loglog(xs, np.minimum(peak2, bw2 * xs), "k--", lw=1,
-                  label=f"{more_ceilings.get('threads', 2)} threads: triad {bw2:.1f} GB/s, peak {peak2:.0f} GFLOP/s")
-    if blas:
-        ax.axhline(blas, color="gray", ls="--", lw=1, label=f"BLAS large-n matmul {blas:.0f} GFLOP/s (check)")
-    ax.axvline(peak / bw, color="gray", ls=":", lw=1)
-    for i, p in enumerate(points):
-        ax.plot(p["intensity"], p["gflops"], "o", ms=8, color=f"C{i}", label=f"{p['label']}: {p['gflops']:.1f} GFLOP/s")
-    ax.set_xlabel("arithmetic intensity (FLOP / byte moved past L2, modelled)")
-    ax.set_ylabel("GFLOP/s")
-    ax.set_title(title or f"Roofline ({dtype}, {ceilings.get('threads', 1)} thread(s))")
-    ax.legend(fontsize=7, loc="lower right")
-    ax.grid(True, which="both", alpha=0.3)
-    return save(fig, path)

@@ -13,11 +13,9 @@ disjoint tiles of C: no locks.
 
 Thread counts are pinned for measurements: numba's pool with ``numba.set_num_threads``
 and numpy's BLAS with ``threadpoolctl`` — on 2 cores, numba's threads and BLAS's
-threads oversubscribe the machine otherwise (see :func:`pinned_threads`).
+threads oversubscribe the machine otherwise (see ``plumbing.pinning.pinned_threads``).
 """
 from __future__ import annotations
-
-import contextlib
 
 import numba
 from numba import njit, prange
@@ -63,17 +61,3 @@ def matmul_threaded(a, b, out=None, config: BlockConfig | None = None, threads: 
     finally:
         numba.set_num_threads(previous)
     return finish(c, out)
-
-
-@contextlib.contextmanager
-def pinned_threads(n: int):
-    """Pin numba's and the BLAS's thread pools to ``n`` threads for the ``with`` block."""
-    from threadpoolctl import threadpool_limits
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        numba.set_num_threads(previous)

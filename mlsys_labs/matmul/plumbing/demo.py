@@ -17,14 +17,17 @@ from tqdm import tqdm
 from mlsys_labs.common.bench import machine_name
 from mlsys_labs.common.paths import reports_dir
 
-from . import roofline
-from .autotune import autotune
-from .blocked import matmul_blocked
-from .cachesim import CacheConfig, miss_table, perf_available
-from .loop_order import matmul_loop_order
-from .naive import matmul_naive
-from .packed import matmul_packed
-from .threaded import matmul_threaded, pinned_threads
+from .. import roofline
+from ..autotune import autotune
+from ..blocked import matmul_blocked
+from ..cachesim import CacheConfig, miss_table, perf_available
+from ..loop_order import matmul_loop_order
+from ..naive import matmul_naive
+from ..packed import matmul_packed
+from ..threaded import matmul_threaded
+from .ceilings import measure_ceilings
+from .pinning import pinned_threads
+from .plots import plot_roofline
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -50,8 +53,8 @@ def main(argv: list[str]) -> int:
     print(f"Lab 2 — cache-aware matmul on {machine_name()}  ({args.dtype}, n={n}; naive at n={n0})")
 
     print("\n[1/5] ceilings (measured, not read from cpuinfo)")
-    ceil1 = roofline.measure_ceilings(threads=1, refresh=True)
-    ceil2 = roofline.measure_ceilings(threads=2, refresh=True)
+    ceil1 = measure_ceilings(threads=1, refresh=True)
+    ceil2 = measure_ceilings(threads=2, refresh=True)
     for label, c in (("1 thread", ceil1), ("2 threads", ceil2)):
         print(f"  {label}: micro-kernel peak {c[f'peak_flops_{dt}'] / 1e9:.1f} GFLOP/s, "
               f"BLAS {c[f'blas_flops_{dt}'] / 1e9:.1f} GFLOP/s, triad DRAM {c['bandwidth_bytes'] / 1e9:.1f} GB/s, "
@@ -84,8 +87,6 @@ def main(argv: list[str]) -> int:
     print(f"  {'step':18s} {'threads':>7s} {'n':>5s} {'GFLOP/s':>8s} {'BLAS':>8s} {'ours/BLAS':>9s}")
     for name, threads, size, g, gb in rows:
         print(f"  {name:18s} {threads:7d} {size:5d} {g:8.1f} {gb:8.1f} {g / gb:9.2f}")
-    naive_g = rows[0][3]
-    print(f"  best / naive: {max(r[3] for r in rows) / naive_g:.0f}x (GFLOP/s ratio; naive at n={n0})")
 
     print("\n[4/5] cache misses, LRU simulator: n=64 float64, 8 KiB 4-way cache, 64 B lines, 16x16 tiles")
     table = miss_table(64, 8, CacheConfig(8 * 1024, 4, 64), tile=16)
@@ -105,7 +106,7 @@ def main(argv: list[str]) -> int:
               for name, threads, size, g, gb in rows]
     points.append({"label": "BLAS (1t)", "intensity": roofline.arithmetic_intensity("blas", n, n, n, s),
                    "gflops": rows[3][4]})
-    path = roofline.plot_roofline(points, ceil1, reports_dir("lab2") / f"roofline_{dt}.png", dtype=dt,
+    path = plot_roofline(points, ceil1, reports_dir("lab2") / f"roofline_{dt}.png", dtype=dt,
                                   more_ceilings=ceil2, title=f"Roofline, {dt}, {machine_name()}")
     print(f"  saved {path}")
     return 0
