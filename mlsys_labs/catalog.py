@@ -55,7 +55,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in [
         "CS:APP ch. 7–9; Engineering a Compiler ch. 1–6; Art of HPC vol. 1; Parallel & HPC parts 1–2",
         "naive → loop order → blocking → packed register-blocked micro-kernel → threads; autotuner; roofline; cache simulator",
         "numpy's BLAS", "packed 1-thread ≥ 60% of BLAS (n=960 fp32); 2 threads ≥ 1.6×; best ≥ 100× naive",
-        demo="mlsys_labs.matmul.demo:main"),
+        demo="mlsys_labs.matmul.plumbing.demo:main"),
     Lab(3, 3, "collectives", "MPI collectives from point-to-point",
         "Art of HPC vol. 2 (MPI); Thakur, Rabenseifner & Gropp 2005; Chan et al. 2007",
         "barrier, bcast, reduce, allreduce (recursive doubling, ring, Rabenseifner), reduce-scatter, allgather, alltoall; α-β-γ cost model; data-parallel SGD",
