@@ -1,7 +1,8 @@
 """``mlsys-labs run 3``: the lab end to end on this machine.
 
-1. calibrate the cost model and sweep our collectives against MPICH's own at p = 2
-   (OSU-style, 8 B … 16 MiB by default), printing the table and the model's predictions;
+1. sweep our collectives against MPICH's own at p = 2 (OSU-style, 8 B … 16 MiB by
+   default) with the cost model's steps timed in the same loop, printing the table, the
+   model's predictions and its error taken apart (``model_p2.md``);
 2. plot latency and bus bandwidth against size (ours vs built-in) and model vs measurement;
 3. train lab 1's MLP data-parallel on 4 ranks with our allreduce and with MPI's;
 4. with ``--sweep-ranks 4,8,16`` (a machine with that many cores, or a cluster), sweep the
@@ -23,7 +24,7 @@ from mlsys_labs.common.paths import reports_dir
 
 from ..costmodel import choose_allreduce
 from .launch import run_mpi
-from .osu import format_table, summarize
+from .osu import format_decomposition, format_table, summarize
 from .plots import plot_crossover, plot_model, plot_sweep
 
 
@@ -81,14 +82,17 @@ def main(argv: list[str]) -> int:
     print(table)
     print(f"\nMachine: {machine_name()}; {report['mpi']}; p = {report['p']}")
     if params:
-        print(f"calibrated: α = {1e6 * params['alpha']:.2f} µs, β = {1e9 * params['beta']:.3f} ns/B "
-              f"({1 / params['beta'] / 1e9:.2f} GB/s), γ = {1e9 * params['gamma']:.3f} ns/B")
+        print(f"calibrated in the sweep: eager α = {1e6 * params['alpha']:.2f} µs, β = {1e9 * params['beta']:.3f} ns/B; "
+              f"rendezvous (≥ {params['rendezvous_from']} B) α = {1e6 * params['alpha_rndv']:.2f} µs, "
+              f"β = {1e9 * params['beta_rndv']:.3f} ns/B; γ (largest size) = {1e9 * params['gamma']:.3f} ns/B")
         for p in (2, 4, 16, 64):
             picks = {n: choose_allreduce(n, p, _params(params)) for n in (8, 2**16, 2**20, 2**24)}
             print(f"  auto allreduce at p = {p:2d}: " + ", ".join(f"{n} B → {a}" for n, a in picks.items()))
     print(f"ring allreduce / built-in at ≥ 4 MiB (worst): {s['ring_over_builtin_4MiB_worst']:.2f}×  (target ≤ 1.3)")
     print(f"cost model |error| at ≥ 64 KiB, allreduce: worst {s['model_error_allreduce_worst']:.2f}, "
-          f"median {s['model_error_allreduce_median']:.2f}  (target ≤ 0.3)")
+          f"median {s['model_error_allreduce_median']:.2f}  (target ≤ 0.3); of it, worst: the α-β lines "
+          f"{s['line_error_allreduce_worst']:.2f}, beyond the measured steps {s['steps_error_allreduce_worst']:.2f}")
+    (out_dir / f"model_p{args.ranks}.md").write_text(format_decomposition(s["model_decomposition"]))
     print(sgd.stdout.strip() or sgd.stderr[-2000:])
     print("plots: " + ", ".join(str(p) for p in paths))
     return 0 if sgd.returncode == 0 else sgd.returncode

@@ -219,34 +219,68 @@ def format_table(rows: list[dict]) -> str:
 def summarize(report: dict) -> dict:
     """The lab's figures from a sweep: ring allreduce / built-in at ≥ 4 MiB (worst size),
     and the cost model's relative error against the median time at ≥ 64 KiB (worst and
-    median over our allreduce algorithms and sizes; and over every collective)."""
+    median over our allreduce algorithms and sizes; and over every collective), with the
+    allreduce errors taken apart (:func:`model_decomposition`)."""
     rows = report["rows"]
     builtin = {(r["collective"], r["bytes"]): r["t_avg"] for r in rows if r["variant"] == "builtin"}
     ring = {r["bytes"]: r["t_avg"] / builtin[("allreduce", r["bytes"])]
             for r in rows if r["collective"] == "allreduce" and r["variant"] == "ring" and r["bytes"] >= 4 * 2**20}
     errors = {f"{r['collective']}/{r['variant']}/{r['bytes']}": r["predicted"] / r["t_med"] - 1
               for r in rows if "predicted" in r and r["bytes"] >= 64 * 2**10}
-    allreduce_errors = {k: v for k, v in errors.items() if k.startswith("allreduce/")}
-    step_errors = {f"{r['collective']}/{r['variant']}/{r['bytes']}": r["predicted_step_measured"] / r["t_med"] - 1
-                   for r in rows if r["collective"] == "allreduce" and "predicted" in r and r["bytes"] >= 64 * 2**10}
+    allreduce_errors = [abs(v) for k, v in errors.items() if k.startswith("allreduce/")]
     best = {}
     for (collective, nbytes), t_builtin in builtin.items():
         ours = [r["t_avg"] for r in rows if r["collective"] == collective and r["bytes"] == nbytes
                 and r["variant"] != "builtin"]
         best.setdefault(collective, {})[nbytes] = min(ours) / t_builtin
+    decomposition = model_decomposition(rows)
+    nan = float("nan")
     return {
-        "ring_over_builtin_4MiB_worst": max(ring.values()) if ring else float("nan"),
+        "ring_over_builtin_4MiB_worst": max(ring.values()) if ring else nan,
         "ring_over_builtin_by_size": ring,
-        "model_error_allreduce_worst": max(map(abs, allreduce_errors.values())) if allreduce_errors else float("nan"),
-        "model_error_allreduce_median": float(np.median(np.abs(list(allreduce_errors.values()))))
-        if allreduce_errors else float("nan"),
-        "model_error_all_median": float(np.median(np.abs(list(errors.values())))) if errors else float("nan"),
+        "model_error_allreduce_worst": max(allreduce_errors) if allreduce_errors else nan,
+        "model_error_allreduce_median": float(np.median(allreduce_errors)) if allreduce_errors else nan,
+        "model_error_all_median": float(np.median(np.abs(list(errors.values())))) if errors else nan,
+        "line_error_allreduce_worst": max((abs(d["line"]) for d in decomposition.values()), default=nan),
+        "steps_error_allreduce_worst": max((abs(d["steps"]) for d in decomposition.values()), default=nan),
         "model_errors": errors,
-        "step_measured_error_allreduce_worst": max(map(abs, step_errors.values())) if step_errors else float("nan"),
-        "step_measured_errors": step_errors,
+        "model_decomposition": decomposition,
         "best_over_builtin": best,
     }
 
+
+def model_decomposition(rows: list[dict], min_bytes: int = 64 * 2**10) -> dict[str, dict]:
+    """Each allreduce row's model error (predicted / measured − 1) as the sum of two measured parts:
+
+    - ``line``: (prediction − the same formula with each step's exchange *measured* at the
+      row's message size) / measured — what drawing the link as two α-β lines costs;
+    - ``steps``: (that step-measured prediction − measured) / measured — what the
+      collective costs beyond its steps (scheduling of the two ranks, Python between
+      messages, load that came and went).
+
+    Also the three terms of the prediction (latency, bandwidth, reduction) in seconds."""
+    out = {}
+    for r in rows:
+        if r["collective"] != "allreduce" or "predicted" not in r or r["bytes"] < min_bytes:
+            continue
+        t = r["t_med"]
+        out[f"{r['variant']}/{r['bytes']}"] = {
+            "measured": t, "predicted": r["predicted"], "total": r["predicted"] / t - 1,
+            "line": (r["predicted"] - r["predicted_step_measured"]) / t,
+            "steps": r["predicted_step_measured"] / t - 1, **r["model_terms"]}
+    return out
+
+
+def format_decomposition(decomposition: dict[str, dict]) -> str:
+    """Markdown: the model's error per allreduce row, its terms, and its two parts."""
+    lines = ["| allreduce | bytes | measured µs | model µs | α terms µs | β terms µs | γ terms µs | error | "
+             "of it: line | of it: steps |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for key, d in decomposition.items():
+        variant, nbytes = key.rsplit("/", 1)
+        lines.append(f"| {variant} | {nbytes} | {1e6 * d['measured']:.0f} | {1e6 * d['predicted']:.0f} | "
+                     f"{1e6 * d['latency']:.0f} | {1e6 * d['bandwidth']:.0f} | {1e6 * d['reduction']:.0f} | "
+                     f"{d['total']:+.2f} | {d['line']:+.2f} | {d['steps']:+.2f} |")
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -40,21 +40,20 @@ def plot_sweep(report: dict, outdir: Path, machine: str = "") -> list[Path]:
 
 
 def plot_model(report: dict, outdir: Path, collective: str = "allreduce") -> Path:
-    """Measured against predicted time for our algorithms of one collective."""
+    """Measured (median) against predicted time for our algorithms of one collective."""
     fig, ax = figure()
     rows = [r for r in report["rows"] if r["collective"] == collective and "predicted" in r]
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = [r for r in rows if r["variant"] == variant]
-        line, = ax.plot([r["bytes"] for r in mine], [1e6 * r["t_avg"] for r in mine], marker="o", markersize=3,
-                        label=f"{variant} measured")
+        line, = ax.plot([r["bytes"] for r in mine], [1e6 * r["t_med"] for r in mine], marker="o", markersize=3,
+                        label=f"{variant} measured (median)")
         ax.plot([r["bytes"] for r in mine], [1e6 * r["predicted"] for r in mine], linestyle="--",
                 color=line.get_color(), label=f"{variant} model")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     params = report.get("params") or {}
-    ax.set_title(f"{collective}, p = {report['p']}: α = {1e6 * params.get('alpha', 0):.1f} µs, "
-                 f"β = {1e9 * params.get('beta', 0):.2f} ns/B, γ = {1e9 * params.get('gamma', 0):.2f} ns/B",
-                 fontsize=9)
+    ax.set_title(f"{collective}, p = {report['p']}: rendezvous α = {1e6 * params.get('alpha_rndv', 0):.1f} µs, "
+                 f"β = {1e9 * params.get('beta_rndv', 0):.2f} ns/B; γ timed per size", fontsize=9)
     ax.set_xlabel("message size (bytes)")
     ax.set_ylabel("time per call (µs)")
     ax.grid(True, which="both", alpha=0.3)
