@@ -13,7 +13,7 @@ from mlsys_labs.common.bench import machine_name, record_figure
 from mlsys_labs.common.ceilings import machine_ceilings
 from mlsys_labs.common.paths import reports_dir
 from mlsys_labs.memory import default_sizes, memory_mountain
-from mlsys_labs.memory import plot as mountain_plot
+from mlsys_labs.memory.plumbing import plot as mountain_plot
 from mlsys_labs.memory.mountain import KiB, MiB
 
 LAB = 1

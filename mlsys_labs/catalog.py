@@ -50,7 +50,7 @@ LABS: dict[int, Lab] = {lab.number: lab for lab in [
         "D2L ch. 1–14; NNFS ch. 1–22; Math & Architectures of DL ch. 1–14; CS:APP ch. 1–6",
         "reverse-mode autograd on numpy, MLP/CNN/Transformer block, SGD/Adam/AdamW; CS:APP's memory mountain in numba",
         "PyTorch CPU", "MLP train step ≤ 1.5× PyTorch's time; MLP ≥ 97%, CNN ≥ 98% on digits",
-        demo="mlsys_labs.nn.demo:main", extra_packages=("memory",)),
+        demo="mlsys_labs.nn.plumbing.demo:main", extra_packages=("memory",)),
     Lab(2, 2, "matmul", "Cache-aware matrix multiplication",
         "CS:APP ch. 7–9; Engineering a Compiler ch. 1–6; Art of HPC vol. 1; Parallel & HPC parts 1–2",
         "naive → loop order → blocking → packed register-blocked micro-kernel → threads; autotuner; roofline; cache simulator",

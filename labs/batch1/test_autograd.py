@@ -14,8 +14,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.extra import numpy as hnp
 
 from mlsys_labs.common.tolerance import assert_close
-from mlsys_labs.nn import Tensor, is_grad_enabled, no_grad
-from mlsys_labs.nn.tensor import Function, topological_order, unbroadcast
+from mlsys_labs.nn import Function, Tensor, is_grad_enabled, no_grad, topological_order, unbroadcast
 
 pytestmark = pytest.mark.step(1)
 
@@ -165,8 +164,8 @@ def test_topological_order_puts_inputs_first_and_handles_deep_graphs(rng):
     assert len(order) == len(position) == 6001, f"{len(order)} entries for 6001 tensors"
     assert order[-1] is h and position[id(x)] == 0
     for t in order:
-        if t._node is not None:
-            for parent in t._node[2]:
+        if t.history is not None:
+            for parent in t.history.inputs:
                 if isinstance(parent, Tensor) and parent.requires_grad:
                     assert position[id(parent)] < position[id(t)], "an input comes after its output"
     total(h).backward()
@@ -211,7 +210,7 @@ def test_no_grad_records_no_graph(rng):
         assert not is_grad_enabled()
         y = add(mul(x, x), x)
     assert is_grad_enabled()
-    assert not y.requires_grad and y._node is None, "no graph may be recorded under no_grad"
+    assert not y.requires_grad and y.history is None, "no graph may be recorded under no_grad"
     try:
         with no_grad():
             raise RuntimeError("boom")

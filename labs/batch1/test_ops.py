@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from mlsys_labs.common.tolerance import assert_close
-from mlsys_labs.nn import Tensor
+from mlsys_labs.nn import Tensor, scaled_dot_product_attention
 from mlsys_labs.nn import functional as F
-from mlsys_labs.nn.attention import scaled_dot_product_attention
 
 # No shrinking or "explain" phase: a failure is reported as drawn (the shapes are small
 # already), which keeps a failing run — a starter copy's — fast.

@@ -253,10 +253,6 @@ class TransformerBlock(Module):
         return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
 
 
-def count_parameters(model: Module) -> int:
-    return int(sum(p.size for p in model.parameters()))
-
-
 @no_grad()
 def predict(model: Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class predictions (argmax of the logits) in evaluation mode."""

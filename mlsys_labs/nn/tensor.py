@@ -9,6 +9,10 @@ applying the chain rule (D2L §2.5 "Automatic Differentiation"; MiniTorch module
 Math & Architectures of DL ch. 8 "Training neural networks: forward and backward
 propagation").
 
+What a tensor remembers is a :class:`History` (MiniTorch's name): the Function that
+computed it, the context its forward saved, and its inputs — the edges of the graph.
+Leaves (parameters, data) have none.
+
 Broadcasting is handled once, here: an operation's backward may return a gradient in
 the broadcast (output) shape, and :func:`unbroadcast` sums it back to the input's
 shape before it is accumulated.
@@ -16,6 +20,7 @@ shape before it is accumulated.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -94,20 +99,34 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **options) -> "Tensor":
+        """Run ``forward`` on the inputs' arrays; if any input requires grad, the output
+        requires grad and records its :class:`History`."""
         ctx = Context()
         ctx.needs_input_grad = tuple(_GRAD_ENABLED and isinstance(x, Tensor) and x.requires_grad for x in inputs)
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
         out = Tensor(cls.forward(ctx, *arrays, **options))
         if _GRAD_ENABLED and any(isinstance(x, Tensor) and x.requires_grad for x in inputs):
             out.requires_grad = True
-            out._node = (cls, ctx, inputs)
+            out.history = History(cls, ctx, inputs)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """How a tensor was computed (one node of the graph): ``function`` is the
+    :class:`Function` subclass, ``ctx`` what its forward saved for backward, ``inputs``
+    the positional inputs it was applied to (Tensors, or constants that get no
+    gradient) — the edges :func:`topological_order` follows."""
+
+    function: type[Function]
+    ctx: Context
+    inputs: tuple
 
 
 def topological_order(root: "Tensor") -> list["Tensor"]:
     """Every tensor that ``root`` depends on (requiring grad), each after all its inputs;
     ``root`` last.  Iterative depth-first search (deep graphs would overflow recursion)."""
-    # BEGIN SOLUTION [step 1] hint: depth-first post-order over t._node's inputs, with a visited set
+    # BEGIN SOLUTION [step 1] hint: depth-first post-order over t.history.inputs (leaves have history None), with a visited set
     order: list[Tensor] = []
     visited: set[int] = set()
     stack: list[tuple[Tensor, bool]] = [(root, False)]
@@ -120,8 +139,8 @@ def topological_order(root: "Tensor") -> list["Tensor"]:
             continue
         visited.add(id(tensor))
         stack.append((tensor, True))
-        if tensor._node is not None:
-            for parent in tensor._node[2]:
+        if tensor.history is not None:
+            for parent in tensor.history.inputs:
                 if isinstance(parent, Tensor) and parent.requires_grad and id(parent) not in visited:
                     stack.append((parent, False))
     return order
@@ -132,7 +151,8 @@ class Tensor:
     """A numpy array that remembers how it was computed.
 
     ``data`` is the array, ``grad`` the accumulated gradient (leaves only, after
-    :meth:`backward`), ``requires_grad`` whether gradients flow to it.
+    :meth:`backward`), ``requires_grad`` whether gradients flow to it, ``history`` how
+    it was computed (None for a leaf, or when no graph was recorded).
     """
 
     __array_priority__ = 100  # numpy defers to Tensor's reflected operators
@@ -141,7 +161,7 @@ class Tensor:
         self.data = data.data if isinstance(data, Tensor) else np.asarray(data)
         self.grad: np.ndarray | None = None
         self.requires_grad = requires_grad
-        self._node: tuple | None = None  # (Function subclass, Context, inputs)
+        self.history: History | None = None
 
     # -------------------------------------------------------------- basics
     shape = property(lambda self: self.data.shape)
@@ -182,20 +202,20 @@ class Tensor:
         grad = np.asarray(grad, dtype=self.dtype)
         if grad.shape != self.shape:
             raise ValueError(f"gradient shape {grad.shape} != tensor shape {self.shape}")
-        # BEGIN SOLUTION [step 1] hint: visit topological_order(self) in reverse; call each node's backward; unbroadcast and sum the input gradients
+        # BEGIN SOLUTION [step 1] hint: visit topological_order(self) in reverse; call each history.function.backward(history.ctx, g); unbroadcast and sum the input gradients
         grads: dict[int, np.ndarray] = {id(self): grad}
         for tensor in reversed(topological_order(self)):
             g = grads.pop(id(tensor), None)
             if g is None:
                 continue
-            if tensor._node is None:  # a leaf: keep its gradient
+            history = tensor.history
+            if history is None:  # a leaf: keep its gradient
                 tensor.grad = g if tensor.grad is None else tensor.grad + g
                 continue
-            fn, ctx, inputs = tensor._node
-            input_grads = fn.backward(ctx, g)
+            input_grads = history.function.backward(history.ctx, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
-            for x, gx in zip(inputs, input_grads):
+            for x, gx in zip(history.inputs, input_grads):
                 if gx is None or not isinstance(x, Tensor) or not x.requires_grad:
                     continue
                 gx = unbroadcast(np.asarray(gx), x.shape)

@@ -13,7 +13,9 @@ from .tensor import Tensor
 
 
 @dataclass
-class History:
+class LearningCurves:
+    """Per-epoch figures of one training run (what the demo plots)."""
+
     train_loss: list[float] = field(default_factory=list)   # mean loss per epoch
     test_accuracy: list[float] = field(default_factory=list)
 
@@ -24,12 +26,12 @@ def accuracy(model: Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def fit(model: Module, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *, epochs: int,
         batch_size: int = 64, seed: int = 0, schedule=None, x_test=None, y_test=None,
-        augment=None, progress: str | None = None) -> History:
+        augment=None, progress: str | None = None) -> LearningCurves:
     """Train ``model`` with cross-entropy for ``epochs`` passes over (x, y).  ``schedule``
     (e.g. :class:`~mlsys_labs.nn.optim.WarmupCosine`) is stepped after every optimizer
     step; ``augment(x_batch, rng)`` transforms each training batch; ``progress`` names a tqdm bar (None: no bar)."""
     rng = np.random.default_rng(seed)
-    history = History()
+    curves = LearningCurves()
     epochs_iter = range(epochs)
     if progress:
         from tqdm import tqdm
@@ -49,16 +51,16 @@ def fit(model: Module, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *, ep
                 schedule.step()
             total += loss.item() * len(xb)
             count += len(xb)
-        history.train_loss.append(total / count)
+        curves.train_loss.append(total / count)
         if x_test is not None:
-            history.test_accuracy.append(accuracy(model, x_test, y_test))
+            curves.test_accuracy.append(accuracy(model, x_test, y_test))
             model.train()
         if progress:
-            postfix = {"loss": f"{history.train_loss[-1]:.4f}"}
-            if history.test_accuracy:
-                postfix["test acc"] = f"{history.test_accuracy[-1]:.3f}"
+            postfix = {"loss": f"{curves.train_loss[-1]:.4f}"}
+            if curves.test_accuracy:
+                postfix["test acc"] = f"{curves.test_accuracy[-1]:.3f}"
             epochs_iter.set_postfix(postfix)
-    return history
+    return curves
 
 
 # ------------------------------------------------------------------- the two recipes
@@ -67,26 +69,26 @@ def fit(model: Module, optimizer: Optimizer, x: np.ndarray, y: np.ndarray, *, ep
 
 def train_mlp(seed: int = 0, epochs: int = 30, progress: str | None = None):
     """MLP 64-256-128-10, SGD (momentum 0.9, weight decay 1e-4), warm-up + cosine, batch
-    32, shifted digits.  Returns (model, history, test accuracy)."""
+    32, shifted digits.  Returns (model, learning curves, test accuracy)."""
     x_train, y_train, x_test, y_test = load_digits_split(seed=0)
     model = MLP([64, 256, 128, 10], seed=seed)
     optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     steps = epochs * -(-len(x_train) // 32)
-    history = fit(model, optimizer, x_train, y_train, epochs=epochs, batch_size=32, seed=seed,
+    curves = fit(model, optimizer, x_train, y_train, epochs=epochs, batch_size=32, seed=seed,
                   schedule=WarmupCosine(optimizer, steps, warmup_steps=20), augment=random_shift,
                   x_test=x_test if progress else None, y_test=y_test, progress=progress)
-    return model, history, accuracy(model, x_test, y_test)
+    return model, curves, accuracy(model, x_test, y_test)
 
 
 def train_cnn(seed: int = 0, epochs: int = 20, progress: str | None = None):
     """CNN (conv 32 → pool → conv 64 → pool → linear) in float32, Adam 3e-3, warm-up +
-    cosine, batch 64, shifted digits.  Returns (model, history, test accuracy)."""
+    cosine, batch 64, shifted digits.  Returns (model, learning curves, test accuracy)."""
     x_train, y_train, x_test, y_test = load_digits_split(seed=0)
     x_train, x_test = x_train.astype(np.float32), x_test.astype(np.float32)
     model = CNN(channels=(32, 64), seed=seed, dtype=np.float32)
     optimizer = Adam(model.parameters(), lr=3e-3)
     steps = epochs * -(-len(x_train) // 64)
-    history = fit(model, optimizer, x_train, y_train, epochs=epochs, batch_size=64, seed=seed,
+    curves = fit(model, optimizer, x_train, y_train, epochs=epochs, batch_size=64, seed=seed,
                   schedule=WarmupCosine(optimizer, steps, warmup_steps=20), augment=random_shift,
                   x_test=x_test if progress else None, y_test=y_test, progress=progress)
-    return model, history, accuracy(model, x_test, y_test)
+    return model, curves, accuracy(model, x_test, y_test)

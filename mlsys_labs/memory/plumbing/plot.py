@@ -7,7 +7,7 @@ import numpy as np
 
 from mlsys_labs.common import plotting
 
-from .mountain import Mountain, format_size
+from ..mountain import Mountain, format_size
 
 
 def heatmap(mountain: Mountain, path: str | Path, title: str = "Memory mountain: read throughput (GB/s)") -> Path:

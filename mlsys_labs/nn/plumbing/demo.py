@@ -11,12 +11,12 @@ from mlsys_labs.common import plotting
 from mlsys_labs.common.bench import machine_name
 from mlsys_labs.common.paths import reports_dir
 
-from .train import History, train_cnn, train_mlp
+from ..train import LearningCurves, train_cnn, train_mlp
 
 
-def plot_learning_curves(histories: dict[str, History], path) -> None:
+def plot_learning_curves(curves: dict[str, LearningCurves], path) -> None:
     fig, (loss_ax, acc_ax) = plotting.plt.subplots(1, 2, figsize=(10, 4))
-    for name, h in histories.items():
+    for name, h in curves.items():
         epochs = range(1, len(h.train_loss) + 1)
         loss_ax.plot(epochs, h.train_loss, marker=".", label=name)
         acc_ax.plot(epochs, [100 * a for a in h.test_accuracy], marker=".", label=name)
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
 
     if not args.skip_mountain:
         from mlsys_labs.memory import default_sizes, memory_mountain
-        from mlsys_labs.memory import plot as mountain_plot
+        from mlsys_labs.memory.plumbing import plot as mountain_plot
         from mlsys_labs.memory.mountain import KiB, MiB
 
         mountain = memory_mountain(default_sizes(16 * KiB, args.largest_mib * MiB), progress=True)
