@@ -41,6 +41,7 @@ verdict only.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -278,8 +279,8 @@ def make_bundle(package_from: Path, root: Path, lab: Lab, dest: Path, *, tests: 
 
     prepare_submission(package_from, root, dest)
     shutil.copy2(root / "pyproject.toml", dest / "pyproject.toml")
-    src = root / "labs" / f"batch{lab.batch}"
-    out = dest / "labs" / f"batch{lab.batch}"
+    src = root / "labs" / f"batch{lab.number}"
+    out = dest / "labs" / f"batch{lab.number}"
     shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "mutants.py", "figures"))
     if (root / "labs" / "__init__.py").exists():
         shutil.copy2(root / "labs" / "__init__.py", dest / "labs" / "__init__.py")
@@ -376,99 +377,138 @@ class Run:
     output: str = ""
 
 
+def _pytest_command(lab: Lab, bundle: Path, scratch: Path, *, timeout: float, seed: int | None, record: bool,
+                    unneeded: Path | None, select: list[str] | None, pytest_args: tuple[str, ...]) -> list[str]:
+    """The pytest command line of one attempt: events to ``events.jsonl``, tests in ``done.json`` skipped."""
+    where = [str(bundle / n) for n in select] if select else [str(bundle / "labs" / f"batch{lab.number}")]
+    return [sys.executable, "-m", "pytest", *where, "-c", str(bundle / "pyproject.toml"),
+            "--rootdir", str(bundle), "--import-mode=importlib", "-p", "no:cacheprovider",
+            f"--timeout={timeout:g}", "--grade-log", str(scratch / "events.jsonl"),
+            "--grade-skip", str(scratch / "done.json"), "-q", "--no-header", "-p", "no:randomly",
+            *(["--seed", str(seed)] if seed is not None else []),
+            *(["-o", "enable_assertion_pass_hook=true", "--grade-record"] if record else []),
+            *(["--grade-unneeded", str(unneeded)] if unneeded is not None else []), *pytest_args]
+
+
+@dataclass
+class Kill:
+    """Why the watchdog stopped a pytest process: the test it blames (``"*"``: every test left) and the text."""
+    nodeid: str | None
+    text: str
+    duration: float
+
+
+@dataclass
+class Watchdog:
+    """The grader's own clocks over one pytest process; nothing the child writes extends them.
+
+    A test's clock runs from its "start" event to the next "start" (an "end", real or forged,
+    never stops it); the child's silence is measured from its last event of any kind."""
+    timeout: float
+    grace: float
+    deadline: float | None
+    output_bytes: int
+    running: str | None = None
+    started_at: float = field(default_factory=time.time)
+    last_event: float = field(default_factory=time.time)
+
+    def hear(self, events: list[dict], now: float) -> None:
+        if events:
+            self.last_event = now
+        for ev in events:
+            if ev["event"] == "start":
+                self.running, self.started_at = ev["nodeid"], now
+
+    def verdict(self, run: Run, now: float, printed: int) -> Kill | None:
+        """A reason to kill the process now, or None."""
+        limits = [_number(i.get("timeout"), self.timeout) for i in run.collected.values()] or [self.timeout]
+        if self.running is not None:
+            limit = _number(run.collected.get(self.running, {}).get("timeout"), self.timeout) + self.grace
+            if now - self.started_at > limit:
+                return Kill(self.running, f"timed out: still running after {limit:.0f} s (the grader killed "
+                                          f"the test process)\n", limit)
+        silent = now - self.last_event
+        if silent > max(limits) + self.grace + 60:
+            return Kill(self.running, f"timed out: the test process was silent for {silent:.0f} s "
+                                      f"(the grader killed it)\n", silent)
+        if printed > self.output_bytes:
+            return Kill(self.running, f"killed: the test process printed more than {self.output_bytes >> 20} MiB\n", 0.0)
+        if self.deadline is not None and now > self.deadline:
+            return Kill("*", "not run: the lab's time limit for grading was reached\n", 0.0)
+        return None
+
+
+def _watch(proc, box: Sandbox, run: Run, log: Path, out_path: Path, dog: Watchdog, progress, on_verdict) -> Kill | None:
+    """Fold the child's events into ``run`` until it exits or the watchdog kills the sandbox."""
+    offset, kill = 0, None
+    try:
+        while True:
+            events, offset = read_events(log, offset)
+            dog.hear(events, time.time())
+            for ev in events:
+                _take_event(run, ev, progress, on_verdict)
+            if proc.poll() is not None:
+                break
+            kill = dog.verdict(run, time.time(), out_path.stat().st_size)
+            if kill is not None:
+                break
+            time.sleep(0.2)
+    finally:
+        box.kill()  # the whole sandbox: any process the tests left behind, detached or not
+    for ev in read_events(log, offset)[0]:
+        _take_event(run, ev, None, on_verdict)
+    return kill
+
+
+def _settle(run: Run, kill: Kill | None, running: str | None, returncode) -> bool:
+    """Record what an ended attempt leaves unsaid; True when the remaining tests need another attempt."""
+    failed = lambda text, duration=0.0: {"outcome": "failed", "output": text, "duration": duration}  # noqa: E731
+    tail = "\n".join(run.output.strip().splitlines()[-30:])
+    if kill is not None and kill.nodeid == "*":
+        for n in run.collected:
+            run.verdicts.setdefault(n, failed(kill.text))
+        return False
+    if kill is not None and kill.nodeid is not None:
+        run.verdicts[kill.nodeid] = failed(kill.text, kill.duration)   # timed out, whatever it said
+        return True
+    pending = [n for n in run.collected if n not in run.verdicts]
+    if not run.collected or not pending:
+        return False
+    if running is not None and running not in run.verdicts:
+        run.verdicts[running] = failed(f"crashed: the test process died (exit code {returncode})\n{tail}\n")
+        return True
+    for n in pending:   # exited with tests left and none running (an internal error, a silent child)
+        run.verdicts[n] = failed("not run: pytest stopped early\n" + tail)
+    return False
+
+
 def run_tests(lab: Lab, bundle: Path, box: Sandbox, *, timeout: float, pytest_args: tuple[str, ...] = (),
               progress=None, grace: float = GRACE_S, seed: int | None = None, deadline: float | None = None,
               record: bool = True, on_verdict=None, unneeded: Path | None = None,
               select: list[str] | None = None) -> Run:
     """Run the lab's tests in ``bundle`` inside ``box``, resuming after crashes and hangs.
 
-    The grader's own clocks decide: a test running longer than its timeout + ``grace``, a
-    child silent for longer than the largest timeout + ``grace``, or the lab's ``deadline``
-    (a ``time.time()``) kills the sandbox; nothing the child writes extends them.
-    ``on_verdict(nodeid, outcome)`` hears each verdict as it comes; tests listed in the
-    file ``unneeded`` when they are reached are skipped (the reference's run skips the
-    tests the submission has already failed: their record would be compared with nothing)."""
-    scratch = box.scratch
-    log = scratch / "events.jsonl"
-    skip = scratch / "done.json"
-    run = Run()
-    attempts = 0
-    while True:
-        attempts += 1
-        skip.write_text(json.dumps(sorted(run.verdicts)))
-        log.unlink(missing_ok=True)
-        where = [str(bundle / n) for n in select] if select else [str(bundle / "labs" / f"batch{lab.batch}")]
-        cmd = [sys.executable, "-m", "pytest", *where, "-c", str(bundle / "pyproject.toml"),
-               "--rootdir", str(bundle), "--import-mode=importlib", "-p", "no:cacheprovider",
-               f"--timeout={timeout:g}", "--grade-log", str(log), "--grade-skip", str(skip),
-               "-q", "--no-header", "-p", "no:randomly", *(["--seed", str(seed)] if seed is not None else []),
-               *(["-o", "enable_assertion_pass_hook=true", "--grade-record"] if record else []),
-               *(["--grade-unneeded", str(unneeded)] if unneeded is not None else []), *pytest_args]
-        out_path = box.workdir / f"pytest-{attempts}.out"
+    The grader's own clocks decide (:class:`Watchdog`): a test running longer than its
+    timeout + ``grace``, a child silent for longer than the largest timeout + ``grace``, or
+    the lab's ``deadline`` (a ``time.time()``) kills the sandbox; nothing the child writes
+    extends them.  ``on_verdict(nodeid, outcome)`` hears each verdict as it comes; tests
+    listed in the file ``unneeded`` when they are reached are skipped (the reference's run
+    skips the tests the submission has already failed: their record would be compared with
+    nothing)."""
+    scratch, run = box.scratch, Run()
+    cmd = _pytest_command(lab, bundle, scratch, timeout=timeout, seed=seed, record=record,
+                          unneeded=unneeded, select=select, pytest_args=pytest_args)
+    for attempt in itertools.count(1):
+        (scratch / "done.json").write_text(json.dumps(sorted(run.verdicts)))
+        (scratch / "events.jsonl").unlink(missing_ok=True)
+        out_path = box.workdir / f"pytest-{attempt}.out"
+        dog = Watchdog(timeout, grace, deadline, box.limits.output_bytes)
         with open(out_path, "w") as out:
             proc = box.popen(cmd, env=_child_env(bundle, box, box.home), cwd=scratch, stdout=out)
-            offset, running, last_event, killed = 0, None, time.time(), None
-            started_at = last_event
-            try:
-                while True:
-                    events, offset = read_events(log, offset)
-                    now = time.time()
-                    if events:
-                        last_event = now
-                    for ev in events:
-                        _take_event(run, ev, progress, on_verdict)
-                        if ev["event"] == "start":   # the clock runs until the next start: an
-                            running, started_at = ev["nodeid"], now   # "end" (real or not) never stops it
-                    if proc.poll() is not None:
-                        break
-                    limits = [float(i.get("timeout") or timeout) for i in run.collected.values()
-                              if isinstance(i.get("timeout") or timeout, (int, float))] or [timeout]
-                    if running is not None:
-                        limit = _number(run.collected.get(running, {}).get("timeout"), timeout) + grace
-                        if now - started_at > limit:
-                            killed = (running, f"timed out: still running after {limit:.0f} s (the grader killed "
-                                               f"the test process)\n", limit)
-                            break
-                    if now - last_event > max(limits) + grace + 60:
-                        killed = (running, f"timed out: the test process was silent for {now - last_event:.0f} s "
-                                           f"(the grader killed it)\n", now - last_event)
-                        break
-                    if out_path.stat().st_size > box.limits.output_bytes:
-                        killed = (running, f"killed: the test process printed more than "
-                                           f"{box.limits.output_bytes >> 20} MiB\n", 0.0)
-                        break
-                    if deadline is not None and now > deadline:
-                        killed = ("*", "not run: the lab's time limit for grading was reached\n", 0.0)
-                        break
-                    time.sleep(0.2)
-            finally:
-                box.kill()  # the whole sandbox: any process the tests left behind, detached or not
-        events, offset = read_events(log, offset)
-        for ev in events:
-            _take_event(run, ev, None, on_verdict)
+            kill = _watch(proc, box, run, scratch / "events.jsonl", out_path, dog, progress, on_verdict)
         run.output = out_path.read_text(errors="replace")
-        if killed and killed[0] == "*":
-            for n in run.collected:
-                run.verdicts.setdefault(n, {"outcome": "failed", "output": killed[1], "duration": 0.0})
-            break
-        if killed and killed[0] is not None:
-            nodeid, text, limit = killed   # the test running when the clock ran out: timed out, whatever it said
-            run.verdicts[nodeid] = {"outcome": "failed", "output": text, "duration": limit}
-            continue
-        pending = [n for n in run.collected if n not in run.verdicts]
-        if not run.collected or not pending:
-            break
-        if running is not None and running not in run.verdicts:
-            tail = "\n".join(run.output.strip().splitlines()[-30:])
-            run.verdicts[running] = {"outcome": "failed", "duration": 0.0,
-                                     "output": f"crashed: the test process died (exit code {proc.returncode})\n{tail}\n"}
-            continue
-        # exited with tests left and none running (an internal error, a silent child): fail them all
-        for n in pending:
-            run.verdicts[n] = {"outcome": "failed", "duration": 0.0,
-                               "output": "not run: pytest stopped early\n" + "\n".join(run.output.strip().splitlines()[-30:])}
-        break
-    return run
+        if not _settle(run, kill, dog.running, proc.returncode):
+            return run
 
 
 def _number(value, default: float) -> float:
@@ -501,6 +541,127 @@ def _take_event(run: Run, ev: dict, progress, on_verdict=None) -> None:
             checks.append(ev)
 
 
+@dataclass
+class GradeSession:
+    """One grade of one lab: the settings every run shares, and the bundles and sandboxes it uses.
+
+    Jobs (name → bundle and marker expression): ``visible`` and ``hidden`` run the submission,
+    ``reference`` and ``reference-hidden`` the instructor's reference in one sandbox."""
+    lab: Lab
+    root: Path
+    submission: Path
+    sandbox: bool
+    verify: bool
+    seed: int
+    timeout: float
+    grace: float
+    deadline: float
+    pytest_args: tuple[str, ...]
+    jobs: dict[str, tuple[Path, str]] = field(default_factory=dict)
+    boxes: dict[str, Sandbox | None] = field(default_factory=dict)
+
+    def run_job(self, name: str, *, progress=None, on_verdict=None, unneeded: Path | None = None) -> Run:
+        bundle, marks = self.jobs[name]
+        return run_tests(self.lab, bundle, self.boxes[name], timeout=self.timeout, grace=self.grace,
+                         seed=self.seed, deadline=self.deadline, record=self.verify, progress=progress,
+                         on_verdict=on_verdict, unneeded=unneeded,
+                         pytest_args=(*(("-m", marks) if marks else ()), *self.pytest_args))
+
+
+class SubmissionFailures:
+    """The tests the submission has failed so far, shared with the reference's run as a file
+    (it skips them: their record would be compared with nothing).  Two threads report."""
+
+    def __init__(self, path: Path):
+        self.path, self.failed, self.lock = path, set(), threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("[]")
+
+    def heard(self, nodeid: str, outcome: str) -> None:
+        if outcome != "passed":
+            with self.lock:
+                self.failed.add(nodeid)
+                _write_atomically(self.path, json.dumps(sorted(self.failed)))
+                self.path.chmod(0o644)
+
+
+def _lab_and_paths(lab_number: int, root: Path | None, submission) -> tuple[Lab, Path, Path]:
+    root = Path(root or project_root()).resolve()
+    try:
+        lab = get_lab(int(lab_number))
+    except (KeyError, ValueError) as exc:
+        raise GradeError(str(exc).strip("'\"")) from None
+    tests_dir = root / "labs" / f"batch{lab.number}"
+    if not (tests_dir.is_dir() and any(tests_dir.glob("test_*.py"))):
+        raise GradeError(f"Lab {lab.number} has no graded tests in {root} yet (expected {tests_dir}/test_*.py)")
+    submission = Path(submission or root).resolve()
+    if not submission.exists():
+        raise GradeError(f"submission path {submission} does not exist")
+    return lab, root, submission
+
+
+def _prepare(session: GradeSession, work: Path, kind: str, limits: Limits | None) -> None:
+    """Bundles and sandboxes: the submission's visible and hidden tests, and the reference's."""
+    s, lab = session, session.lab
+    visible = make_bundle(s.submission, s.root, lab, work / "submission" / "bundle",
+                          tests="visible" if s.sandbox else "all")
+    s.jobs["visible"] = (visible, "not hidden" if s.sandbox else "")
+    if s.sandbox and _has_hidden(s.root / "labs" / f"batch{lab.number}"):
+        s.jobs["hidden"] = (make_bundle(s.submission, s.root, lab, work / "hidden" / "bundle", tests="hidden"), "hidden")
+    if s.verify:
+        reference = make_bundle(s.root, s.root, lab, work / "reference" / "bundle", tests="all")
+        s.jobs["reference"] = (reference, "not hidden")
+        if "hidden" in s.jobs:
+            s.jobs["reference-hidden"] = (reference, "hidden")
+    for name, (bundle, _) in s.jobs.items():
+        if name != "reference-hidden":
+            s.boxes[name] = _sandbox(bundle.parent, bundle, kind, home=None if s.sandbox else s.submission,
+                                     limits=limits, uid=REFERENCE_UID if name == "reference" else NOBODY)
+    s.boxes["reference-hidden"] = s.boxes.get("reference")
+
+
+def _run_side_by_side(session: GradeSession, failures: SubmissionFailures, run_reference: bool,
+                      show_progress: bool) -> tuple[dict[str, Run], dict[str, Run]]:
+    """The submission's visible and hidden runs and the reference's, in three threads."""
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=0, desc=f"grading lab {session.lab.number}", unit="test", leave=False)
+
+    def submission(name: str) -> Run:
+        return session.run_job(name, progress=progress if name == "visible" else None, on_verdict=failures.heard)
+
+    def reference() -> dict[str, Run]:
+        return {name: session.run_job(name, unneeded=failures.path)
+                for name in ("reference", "reference-hidden") if name in session.jobs}
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        ref_future = pool.submit(reference) if run_reference else None
+        futures = {name: pool.submit(submission, name) for name in ("visible", "hidden") if name in session.jobs}
+        runs = {name: f.result() for name, f in futures.items()}
+        ref_runs = ref_future.result() if ref_future is not None else {}
+    if progress is not None:
+        progress.close()
+    return runs, ref_runs
+
+
+def _recheck_reference(session: GradeSession, runs: dict[str, Run], ref_runs: dict[str, Run]) -> None:
+    """A test the submission passed but the reference did not (a flaky test, or a submission
+    slowing the machine down): the reference once more, alone, with the submission's sandboxes gone."""
+    for name in ("visible", "hidden"):
+        if session.boxes.get(name) is not None:
+            session.boxes[name].kill()
+    ref_all = _merge(ref_runs.values())
+    again = [n for run in runs.values() for n, v in run.verdicts.items()
+             if v["outcome"] == "passed" and n in ref_all.collected
+             and ref_all.verdicts.get(n, {}).get("outcome") != "passed"]
+    if again:
+        ref_runs["rerun"] = run_tests(session.lab, session.jobs["reference"][0], session.boxes["reference"],
+                                      timeout=session.timeout, grace=session.grace, seed=session.seed,
+                                      deadline=session.deadline, record=True, select=again[:500])
+
+
 def grade(lab_number: int, submission: Path | str | None = None, *, timeout: float = 300.0,
           root: Path | None = None, pytest_args: tuple[str, ...] = (), show_progress: bool = False,
           grace: float = GRACE_S, sandbox: bool = True, seed: int | None = None,
@@ -515,118 +676,40 @@ def grade(lab_number: int, submission: Path | str | None = None, *, timeout: flo
     instructor's tests and reference, and the reference's run is kept in
     ``reference_cache`` (default ``.mlsys/reference-runs`` of the instructor's checkout):
     grading a class runs the reference once, not once per submission."""
-    root = Path(root or project_root()).resolve()
-    try:
-        lab = get_lab(int(lab_number))
-    except (KeyError, ValueError) as exc:
-        raise GradeError(str(exc).strip("'\"")) from None
-    tests_dir = root / "labs" / f"batch{lab.batch}"
-    if not (tests_dir.is_dir() and any(tests_dir.glob("test_*.py"))):
-        raise GradeError(f"Lab {lab.number} has no graded tests in {root} yet (expected {tests_dir}/test_*.py)")
-    submission = Path(submission or root).resolve()
-    if not submission.exists():
-        raise GradeError(f"submission path {submission} does not exist")
+    lab, root, submission = _lab_and_paths(lab_number, root, submission)
     iso = isolation() if sandbox else None
-    kind = iso.kind if iso is not None else "none"
     if iso is not None and not iso.isolated:
         print(f"mlsys-labs grade: WARNING: {iso.describe()}", file=sys.stderr, flush=True)
     verify = verify and sandbox and submission != root   # verify=False: the child's verdicts (an upper bound)
     if verify and reference_cache is None:
         reference_cache = root / ".mlsys" / "reference-runs"
-    if seed is None:  # grading: one seed per version of the tests and reference, so the reference's
-        # run is kept and reused (knowing the seed helps no one: the reference is public)
+    if seed is None:  # one seed per version of the tests and reference, so the reference's run is
+        # kept and reused (knowing the seed helps no one: the reference is public)
         seed = _stable_seed(root, lab) if verify else random.SystemRandom().randrange(2**31)
     t0 = time.time()
-    deadline = t0 + lab_timeout
+    session = GradeSession(lab, root, submission, sandbox, verify, seed, timeout, grace, t0 + lab_timeout, pytest_args)
+    cache_file = _reference_cache_file(reference_cache, root, lab, seed, pytest_args, timeout) if verify else None
+    cached = _load_run(cache_file) if cache_file is not None else None
     with tempfile.TemporaryDirectory(prefix=f"mlsys-grade-lab{lab.number}-") as tmp:
         work = Path(tmp)
         work.chmod(0o755)
-        # name -> (bundle, marker expression); the submission's and the reference's runs go
-        # side by side, visible tests first, in the same order
-        jobs: dict[str, tuple[Path, str]] = {}
-        sub_bundle = make_bundle(submission, root, lab, work / "submission" / "bundle",
-                                 tests="visible" if sandbox else "all")
-        jobs["visible"] = (sub_bundle, "not hidden" if sandbox else "")
-        if sandbox and _has_hidden(tests_dir):
-            jobs["hidden"] = (make_bundle(submission, root, lab, work / "hidden" / "bundle", tests="hidden"), "hidden")
-        cache_file = _reference_cache_file(reference_cache, root, lab, seed, pytest_args, timeout) if verify else None
-        cached = _load_run(cache_file) if cache_file is not None else None
-        if verify:
-            ref_bundle = make_bundle(root, root, lab, work / "reference" / "bundle", tests="all")
-            jobs["reference"] = (ref_bundle, "not hidden")
-            if "hidden" in jobs:
-                jobs["reference-hidden"] = (ref_bundle, "hidden")
-        boxes = {name: _sandbox(bundle.parent, bundle, kind, home=None if sandbox else submission, limits=limits,
-                                uid=REFERENCE_UID if name == "reference" else NOBODY)
-                 for name, (bundle, _) in jobs.items() if name != "reference-hidden"}
-        boxes["reference-hidden"] = boxes.get("reference")
-        failed_by_submission: set[str] = set()
-        unneeded = work / "reference" / "unneeded.json"
-        unneeded.parent.mkdir(parents=True, exist_ok=True)
-        unneeded.write_text("[]")
-
-        lock = threading.Lock()   # the visible and hidden runs report from two threads
-
-        def heard(nodeid: str, outcome: str) -> None:
-            if outcome != "passed":
-                with lock:
-                    failed_by_submission.add(nodeid)
-                    _write_atomically(unneeded, json.dumps(sorted(failed_by_submission)))
-                    unneeded.chmod(0o644)
-
         try:
-            check_imports(lab, sub_bundle, boxes["visible"])
-            progress = None
-            if show_progress:
-                from tqdm import tqdm
-
-                progress = tqdm(total=0, desc=f"grading lab {lab.number}", unit="test", leave=False)
-
-            def run_job(name: str) -> Run:
-                bundle, marks = jobs[name]
-                reference = name.startswith("reference")
-                return run_tests(lab, bundle, boxes[name], timeout=timeout, grace=grace, seed=seed,
-                                 deadline=deadline, record=verify, progress=progress if name == "visible" else None,
-                                 on_verdict=None if reference else heard,
-                                 unneeded=unneeded if reference else None,
-                                 pytest_args=(*(("-m", marks) if marks else ()), *pytest_args))
-
-            def run_all(names: list[str]) -> dict[str, Run]:
-                return {name: run_job(name) for name in names if name in jobs}
-
-            with ThreadPoolExecutor(max_workers=3) as pool:   # visible, hidden and reference side by side
-                ref_future = pool.submit(run_all, ["reference", "reference-hidden"]) if verify and cached is None else None
-                sub_futures = [pool.submit(run_all, [name]) for name in ("visible", "hidden") if name in jobs]
-                runs = {name: run for f in sub_futures for name, run in f.result().items()}
-                ref_runs = ref_future.result() if ref_future is not None else {}
+            _prepare(session, work, iso.kind if iso is not None else "none", limits)
+            check_imports(lab, session.jobs["visible"][0], session.boxes["visible"])
+            failures = SubmissionFailures(work / "reference" / "unneeded.json")
+            runs, ref_runs = _run_side_by_side(session, failures, verify and cached is None, show_progress)
             if cached is not None:
                 ref_runs = {"cached": cached}
-            if progress is not None:
-                progress.close()
             if verify:
-                # a test the submission passed but the reference did not (a flaky test, or a
-                # submission slowing the machine down): the reference once more, alone
-                boxes["visible"].kill()
-                for box in (boxes.get("hidden"),):
-                    if box is not None:
-                        box.kill()
-                ref_all = _merge(ref_runs.values())
-                again = [n for run in runs.values() for n, v in run.verdicts.items()
-                         if v["outcome"] == "passed" and n in ref_all.collected
-                         and ref_all.verdicts.get(n, {}).get("outcome") != "passed"]
-                if again:
-                    rerun = run_tests(lab, jobs["reference"][0], boxes["reference"], timeout=timeout, grace=grace,
-                                      seed=seed, deadline=deadline, record=True, select=again[:500])
-                    ref_runs["rerun"] = rerun
-                if cache_file is not None and (again or cached is None):
+                _recheck_reference(session, runs, ref_runs)
+                if cache_file is not None and ("rerun" in ref_runs or cached is None):
                     _save_run(cache_file, _merge(ref_runs.values()))   # skipped tests are filled in later
         finally:
-            for box in {id(b): b for b in boxes.values() if b is not None}.values():
+            for box in {id(b): b for b in session.boxes.values() if b is not None}.values():
                 box.close()
-    ref = _merge(ref_runs.values()) if verify else None
     result = GradeResult(lab=lab, submission=submission, execution_time=time.time() - t0,
                          isolation=iso.describe() if iso is not None else "", verified=verify, seed=seed)
-    _score(result, runs, ref)
+    _score(result, runs, _merge(ref_runs.values()) if verify else None)
     if verify:
         from .review import copied_regions, suspicious_code
 
@@ -644,12 +727,12 @@ def refused(lab_number: int, reason: str, *, root: Path | None = None, submissio
     result = GradeResult(lab=lab, submission=Path(submission or root), isolation="not run: " + reason[:200])
     with tempfile.TemporaryDirectory(prefix="mlsys-collect-") as tmp:
         log = Path(tmp) / "events.jsonl"
-        subprocess.run([sys.executable, "-m", "pytest", str(root / "labs" / f"batch{lab.batch}"), "--collect-only", "-q",
+        subprocess.run([sys.executable, "-m", "pytest", str(root / "labs" / f"batch{lab.number}"), "--collect-only", "-q",
                         "-c", str(root / "pyproject.toml"), "--rootdir", str(root), "-p", "no:cacheprovider",
                         "--grade-log", str(log)], cwd=root, capture_output=True, timeout=600,
                        env=dict(os.environ, PYTHONPATH=str(root), MLSYS_LABS_HOME=str(root)))
         events, _ = read_events(log)
-    prefix = f"labs/batch{lab.batch}/"
+    prefix = f"labs/batch{lab.number}/"
     for ev in events:
         for item in ev.get("items", []):
             if item.get("gpu") and not device.has_cuda():
@@ -669,7 +752,7 @@ def _sources_digest(root: Path, lab: Lab) -> str:
     import hashlib
 
     h = hashlib.sha256(str(lab.number).encode())
-    for base in [root / "labs" / f"batch{lab.batch}", root / "pyproject.toml",
+    for base in [root / "labs" / f"batch{lab.number}", root / "pyproject.toml",
                  *(root / "mlsys_labs" / name for name in INFRASTRUCTURE),
                  *(root / "mlsys_labs" / p for p in lab.packages)]:
         files = sorted(base.rglob("*.py")) if base.is_dir() else [base, base.with_suffix(".py")]
@@ -733,7 +816,7 @@ def _score(result: GradeResult, runs: dict[str, Run], ref: Run | None) -> None:
         out = (ref.output if ref is not None and not ref.collected else runs["visible"].output)
         tail = "\n".join(out.strip().splitlines()[-40:])
         raise GradeError(f"no tests of Lab {lab.number} could be collected against this submission:\n{tail}")
-    prefix = f"labs/batch{lab.batch}/"
+    prefix = f"labs/batch{lab.number}/"
     for nodeid, info in collected.items():
         points = 0.0 if info.get("points") == 0 else _number(info.get("points"), 1.0)
         if info.get("gpu") and not device.has_cuda():
