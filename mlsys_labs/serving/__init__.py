@@ -3,17 +3,35 @@
 Request → :mod:`scheduler` (continuous batching, chunked prefill, preemption) →
 :mod:`block_manager` (paged KV cache, prefix caching, copy-on-write) →
 :mod:`model` (a Llama decoder over the paged cache, :mod:`attention`) →
-:mod:`sampler` → :mod:`engine` (the step loop).
+:mod:`sampler` (temperature, top-k, top-p; penalties, ``logit_bias``, ``min_p`` and
+log-probabilities for the API) → :mod:`engine` (the step loop; :mod:`sequence` the typed
+state of one generation stream, :mod:`metrics` its Prometheus counters).
 
 The plumbing around the engine — the HTTP server, the load generator, the offline
 benchmarks and the demo — lives in :mod:`plumbing`.
 
-Options from the readings: :mod:`speculative` (SpecInfer / Leviathan et al.),
+Real checkpoints: :mod:`config` reads a Hugging Face Llama / Mistral / Qwen2 ``config.json``
+(RoPE scaling, GQA, tied embeddings, q/k/v biases) and refuses what the decoder does not
+model; :mod:`tokenizer` has the byte tokenizer and a checkpoint's own (:class:`HFTokenizer`).
+
+Options from the readings: :mod:`speculative` (SpecInfer / Leviathan et al.; prompt-lookup
+drafting inside the engine with ``EngineConfig.speculative``),
 :mod:`quant` (int8 weight-only, LLM.int8() / AWQ family), StreamingLLM attention sinks
 (``EngineConfig.sink_blocks`` / ``window_blocks``).
 """
-from .config import EngineConfig, ModelConfig
+from .config import AttentionBackend, EngineConfig, ModelConfig, RopeScaling, SpeculativeConfig
+from .block_manager import BlockManager
+from .engine import Completion, LLMEngine, RequestOutput
+from .sampler import TokenLogprobs, apply_min_p, apply_penalties, choose_token, filter_logits, sample_token
+from .scheduler import RequestRejected, Scheduler
 from .sequence import SamplingParams, Sequence, SequenceStatus
-from .tokenizer import ByteTokenizer
+from .speculative import SpeculativeStats
+from .tokenizer import BOS, EOS, ByteTokenizer, HFTokenizer, IncrementalDecoder, load_tokenizer
 
-__all__ = ["EngineConfig", "ModelConfig", "SamplingParams", "Sequence", "SequenceStatus", "ByteTokenizer"]
+__all__ = ["EngineConfig", "ModelConfig", "SamplingParams", "Sequence", "SequenceStatus", "ByteTokenizer",
+           "LLMEngine", "AttentionBackend", "RopeScaling", "SpeculativeConfig", "SpeculativeStats",
+           "HFTokenizer", "load_tokenizer",
+           # the step loop's parts and the sampler's knobs
+           "Scheduler", "RequestRejected", "BlockManager", "RequestOutput", "Completion", "TokenLogprobs",
+           "filter_logits", "sample_token", "choose_token", "apply_penalties", "apply_min_p",
+           "IncrementalDecoder", "BOS", "EOS"]

@@ -210,6 +210,13 @@ class BlockManager:
             self.cached.setdefault(parent, block.block_id)
         # END SOLUTION
 
+    def free_tail(self, seq: Sequence) -> None:
+        """Give back blocks past what ``seq``'s tokens need (speculative decoding allocated
+        slots for guesses that were rejected; those blocks were never full, so never hashed)."""
+        keep = self.blocks_needed(len(seq) - seq.num_dropped_tokens)
+        while len(seq.block_table) > keep:
+            self._release(seq.block_table.pop())
+
     def free_seq(self, seq: Sequence) -> None:
         """Release all of ``seq``'s blocks, tail first (so a prefix's head stays cached longest)."""
         for block_id in reversed(seq.block_table):

@@ -103,16 +103,21 @@ class ModelRunner:
         return dataclasses.replace(meta, groups=tuple(groups))
 
     @torch.inference_mode()
-    def run(self, seqs: list[Sequence], num_new: list[int], copies=(), logits_rows: list[int] | None = None):
-        """Forward the step; return logits ``[len(logits_rows), V]`` for the listed sequence indices
-        (default: every sequence), taken at each one's last new token."""
+    def run(self, seqs: list[Sequence], num_new: list[int], copies=(), logits_rows: list[int] | None = None,
+            num_logits: list[int] | None = None):
+        """Forward the step; return logits for the listed sequence indices (default: every
+        sequence), taken at each one's last new token — or at its last ``num_logits[j]`` new
+        tokens (speculative verification), stacked in order: ``[sum(num_logits), V]``."""
         self.copy_blocks(list(copies))
         input_ids, positions, meta = self.prepare(seqs, num_new)
         meta = self.split_decodes_from_prefills(meta)
         hidden = self.model(input_ids, positions, self.kv_caches, meta)
-        rows = range(len(seqs)) if logits_rows is None else logits_rows
+        rows = list(range(len(seqs)) if logits_rows is None else logits_rows)
         last = meta.query_start[1:] - 1
-        return self.model.compute_logits(hidden[last[list(rows)]])
+        if num_logits is None:
+            return self.model.compute_logits(hidden[last[rows]])
+        index = [int(last[r]) - m + 1 + j for r, m in zip(rows, num_logits) for j in range(m)]
+        return self.model.compute_logits(hidden[index])
 
     @torch.inference_mode()
     def run_all_logits(self, seqs: list[Sequence], num_new: list[int]) -> torch.Tensor:

@@ -8,6 +8,12 @@ first disagreement (or a bonus token when all ``k`` agree).  Every emitted token
 target's greedy choice, so the output is identical to decoding without a draft; the speed-up
 comes from emitting ``accepted + 1`` tokens per target pass.  Rejected positions need no
 undo in a paged cache: ``num_computed_tokens`` moves back and the slots are overwritten.
+
+In the engine (``EngineConfig.speculative``), the draft is the sequence itself: prompt-lookup
+decoding (Saxena 2023; vLLM's n-gram proposer) finds the last few tokens earlier in the
+sequence and guesses that what followed them then follows them now (:func:`ngram_propose`).
+The guesses ride in the continuous batch as a short "prompt chunk" of the sequence, over
+the same paged cache and prefix cache; :class:`SpeculativeStats` counts what was accepted.
 """
 from __future__ import annotations
 
@@ -17,6 +23,48 @@ from .block_manager import BlockManager
 from .model import LlamaForCausalLM
 from .model_runner import ModelRunner
 from .sequence import SamplingParams, Sequence
+
+
+@dataclass
+class SpeculativeStats:
+    """The engine's speculative-decoding counters (vLLM's ``spec_decode_num_*`` metrics)."""
+
+    num_drafts: int = 0              # verification passes of one sequence with at least one guess
+    num_draft_tokens: int = 0        # guesses verified
+    num_accepted_tokens: int = 0     # of which the target agreed with
+    num_emitted_tokens: int = 0      # tokens those passes produced (accepted + one each)
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Mean tokens a sequence gains per verification pass (1 without speculation)."""
+        return self.num_emitted_tokens / self.num_drafts if self.num_drafts else 0.0
+
+
+def can_speculate(params: SamplingParams) -> bool:
+    """Greedy requests whose next token is the raw logits' argmax (no penalty, bias, processor,
+    log-probabilities or n > 1): there, accepting a guess equal to the argmax changes nothing."""
+    p = params
+    return (p.temperature == 0 and p.n == 1 and p.logits_processor is None and p.logprobs is None
+            and not p.logit_bias and p.repetition_penalty == 1.0 and p.frequency_penalty == 0
+            and p.presence_penalty == 0)
+
+
+def ngram_propose(token_ids: list[int], k: int, n_min: int, n_max: int) -> list[int]:
+    """Prompt lookup: for n from ``n_max`` down to ``n_min``, find the most recent earlier
+    occurrence of the last n tokens and return up to ``k`` tokens that followed it ([] if none)."""
+    # BEGIN SOLUTION [step 9] hint: pattern = the last n tokens; scan start positions backwards from len-n-1; on a match return token_ids[start+n : start+n+k]
+    L = len(token_ids)
+    for n in range(min(n_max, L - 1), n_min - 1, -1):
+        pattern = token_ids[L - n:]
+        for start in range(L - n - 1, -1, -1):
+            if token_ids[start:start + n] == pattern:
+                return token_ids[start + n:start + n + k]
+    return []
+    # END SOLUTION
 
 
 @dataclass
