@@ -25,9 +25,12 @@ QMAX = 127
 
 
 def _quantize_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 q, float32 scale per row) with scale = max|row| / 127 (an all-zero row gets scale 1e-8/127)."""
+    """(int8 q, float32 scale per row) with scale = max|row| / 127.  The scale is floored at
+    1e-8/127, so an all-zero row divides nothing by zero: it quantises to zeros and dequantises
+    to zeros (lab 5's int8 weights use this function too)."""
     if t.dim() != 2 or not t.dtype.is_floating_point:
         raise ValueError(f"quantize: need a 2-D floating tensor, got {t.dtype} of shape {tuple(t.shape)}")
+    t = t.detach()  # quantisation is not differentiated (a weight Parameter comes in with requires_grad)
     # BEGIN SOLUTION [step 8] hint: absmax per row in float32 (clamp away from 0), scale = absmax / 127, round-to-nearest then clamp to [-127, 127]
     t = t.float()
     scale = t.abs().amax(dim=1).clamp(min=1e-8) / QMAX

@@ -13,15 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(Q int8 [out, in], scale fp32 [out])`` with ``W ≈ Q · scale[:, None]``."""
-    # BEGIN SOLUTION [step 8] hint: absmax per row / 127 (guard zero rows), round, clamp to [-127, 127]
-    scale = w.detach().float().abs().amax(dim=1) / 127.0
-    scale = torch.where(scale == 0, torch.ones_like(scale), scale)
-    q = torch.round(w.detach().float() / scale[:, None]).clamp(-127, 127).to(torch.int8)
-    return q, scale
-    # END SOLUTION
+# (Q int8 [out, in], scale fp32 [out]) with W ≈ Q · scale[:, None]: lab 4's per-row quantiser, one for both labs
+from mlsys_labs.kernels.quantization import quantize_per_channel
 
 
 class Int8Linear(nn.Module):
