@@ -70,8 +70,7 @@ def bound_steps(engine, max_steps: int = MAX_ENGINE_STEPS):
 def new_engine(model):
     """``new_engine(**EngineConfig fields)``: an engine on the shared fp32 model whose step
     loop is bounded (:func:`bound_steps`); usable from fixtures of any scope."""
-    from mlsys_labs.serving.config import EngineConfig
-    from mlsys_labs.serving.engine import LLMEngine
+    from mlsys_labs.serving import EngineConfig, LLMEngine
 
     def make(**kw):
         return bound_steps(LLMEngine(model, EngineConfig(**kw)))
@@ -83,3 +82,60 @@ def new_engine(model):
 def make_engine(new_engine):
     """``make_engine(num_blocks=..., **EngineConfig fields)`` on the shared fp32 model."""
     return new_engine
+
+
+API_MAX_LEN = 96          # the API server's context: chat's default max_tokens runs to its end quickly
+API_MAX_QUEUED = 8        # its waiting-queue bound (503 beyond)
+API_MAX_BYTES = 64 << 10  # its request-size limit (413 beyond)
+
+
+def _wait_until_idle(server, timeout=30.0):
+    """Until the engine has no work; then every block must be free with count 0 and no
+    request may be left in the engine's or the server's tables."""
+    import time
+
+    t0 = time.monotonic()
+    settled = 0
+    while time.monotonic() - t0 < timeout:
+        if server.aengine.idle.is_set() and not server.engine.has_unfinished() and server.aengine.inbox.empty():
+            settled += 1
+            if settled >= 3:
+                server.engine.block_manager.assert_all_free()
+                assert not server.engine.seqs_by_request and not server.aengine.streams, "requests left behind"
+                return
+        else:
+            settled = 0
+        time.sleep(0.05)
+    raise AssertionError(f"engine still busy after {timeout}s: running {server.engine.scheduler.running}, "
+                         f"waiting {list(server.engine.scheduler.waiting)}")
+
+
+@pytest.fixture(scope="module")
+def api_server(model):
+    """A real uvicorn server on a free localhost port, on a short context, a small waiting queue
+    and a small body limit; nothing of it may outlive the module."""
+    from mlsys_labs.serving import EngineConfig, LLMEngine
+    from mlsys_labs.serving.plumbing.server import ServerThread, port_is_free
+
+    engine = LLMEngine(model, EngineConfig(num_blocks=48, block_size=16, max_num_seqs=6,
+                                           max_num_batched_tokens=128, max_model_len=API_MAX_LEN),
+                       model_name="tiny-llama")
+    srv = ServerThread(engine, max_num_queued_reqs=API_MAX_QUEUED, max_request_bytes=API_MAX_BYTES)
+    try:
+        srv.start()
+        import httpx
+
+        with httpx.Client(base_url=srv.url, timeout=60) as c:     # lazy imports happen now, not mid-test
+            c.post("/v1/completions", json={"prompt": "warm up", "max_tokens": 2})
+        yield srv
+    finally:
+        srv.stop()
+    assert not srv.thread.is_alive() and not srv.aengine.thread.is_alive(), "the server did not stop"
+    assert port_is_free(srv.host, srv.port), f"port {srv.port} is still bound after the server stopped"
+
+
+@pytest.fixture
+def wait_until_idle():
+    """``wait_until_idle(server, timeout=30)``: until the engine has no work, then no block,
+    request or stream may be left."""
+    return _wait_until_idle

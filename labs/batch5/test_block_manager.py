@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsys_labs.serving.block_manager import BlockManager
-from mlsys_labs.serving.sequence import SamplingParams, Sequence
+from mlsys_labs.serving import BlockManager, SamplingParams, Sequence
 
 pytestmark = pytest.mark.step(3)
 

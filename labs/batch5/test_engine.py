@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from mlsys_labs.serving.sampler import filter_logits, sample_token
-from mlsys_labs.serving.sequence import SamplingParams, SequenceStatus
-from mlsys_labs.serving.tokenizer import ByteTokenizer, IncrementalDecoder
+from mlsys_labs.serving import (ByteTokenizer, IncrementalDecoder, SamplingParams, SequenceStatus, filter_logits,
+                                sample_token)
 
 
 def prompt_of(rng, lo=5, hi=40):
@@ -144,7 +143,7 @@ def forcing(script, prompt_len):
 def test_eos_ignore_eos_and_a_partial_last_character(make_engine, rng):
     """Forced outputs: EOS stops a request (not part of its text) unless ``ignore_eos``; a
     request cut by ``max_tokens`` inside a UTF-8 character still ends with the decoded tail."""
-    from mlsys_labs.serving.tokenizer import EOS
+    from mlsys_labs.serving import EOS
 
     e = make_engine(num_blocks=64)
     p = prompt_of(rng, 3, 10)

@@ -10,10 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsys_labs.serving.block_manager import BlockManager
-from mlsys_labs.serving.config import EngineConfig
-from mlsys_labs.serving.scheduler import RequestRejected, Scheduler
-from mlsys_labs.serving.sequence import SamplingParams, Sequence, SequenceStatus
+from mlsys_labs.serving import (BlockManager, EngineConfig, RequestRejected, SamplingParams, Scheduler, Sequence,
+                                SequenceStatus)
 
 
 def run_fake_workload(requests, cfg: EngineConfig, seed: int, check=lambda *a: None):

@@ -11,9 +11,7 @@ import time
 import httpx
 import pytest
 
-from mlsys_labs.serving.config import EngineConfig
-from mlsys_labs.serving.engine import LLMEngine
-from mlsys_labs.serving.sequence import SamplingParams
+from mlsys_labs.serving import EngineConfig, LLMEngine, SamplingParams
 
 pytestmark = pytest.mark.step(6)
 

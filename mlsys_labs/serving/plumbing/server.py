@@ -426,7 +426,10 @@ def create_app(aengine: AsyncEngine, model_name: str, max_request_bytes: int = M
 
 # ---------------------------------------------------------------------- running it
 def port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``port`` now: bound as uvicorn binds (``SO_REUSEADDR``), so
+    connections the server closed (TIME_WAIT, e.g. after a 413) do not count; a listener does."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
             return True
@@ -446,6 +449,7 @@ class ServerThread:
         self.aengine = AsyncEngine(engine, max_num_queued_reqs)
         self.host, self.port = host, port or free_port(host)
         self.model_name = model_name or engine.model_name
+        self.max_request_bytes = max_request_bytes
         app = create_app(self.aengine, self.model_name, max_request_bytes)
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
                                                     lifespan="off", backlog=4096))
