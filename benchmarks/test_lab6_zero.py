@@ -1,5 +1,5 @@
 """Lab 6: our stage 1 against ZeroRedundancyOptimizer and our stage 3 against FSDP2, at 2 ranks
-(gloo, CPU), in the same processes (``mlsys_labs.zero.peers``); plus our memory and bytes sent
+(gloo, CPU), in the same processes (``mlsys_labs.zero.plumbing.peers``); plus our memory and bytes sent
 per step against the ZeRO formulas.  A ratio counts only if both sides trained to the same loss
 over the first steps (recorded as ``same_loss`` in the figure's detail).
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from mlsys_labs.common.bench import record_figure
-from mlsys_labs.zero.launch import torchrun
+from mlsys_labs.zero.plumbing import torchrun
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _launch(nproc: int, out: Path, extra: list[str], timeout: float = 540) -> dict:
-    done = torchrun(nproc, ["-m", "mlsys_labs.zero.peers", str(out), *extra], timeout=timeout)
+    done = torchrun(nproc, ["-m", "mlsys_labs.zero.plumbing.peers", str(out), *extra], timeout=timeout)
     assert done.returncode == 0 and out.exists(), f"peers run failed ({done.returncode}):\n{done.stdout[-4000:]}"
     return json.loads(out.read_text())
 

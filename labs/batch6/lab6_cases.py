@@ -13,8 +13,7 @@ import traceback
 
 import torch
 
-from mlsys_labs.zero import CharText, GPTConfig, global_batch, load_text, rank_slice
-from mlsys_labs.zero.model import build_model
+from mlsys_labs.zero import CharText, GPTConfig, build_model, global_batch, load_text, rank_slice
 
 STEPS = 20
 BATCH = 8          # global batch (sequences); divides by 1, 2, 4 ranks and by 2 micro-batches (a case's "batch" overrides it)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlsys_labs.zero.launch import torchrun as _torchrun
+from mlsys_labs.zero.plumbing import torchrun as _torchrun
 
 
 @dataclass

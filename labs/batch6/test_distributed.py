@@ -24,8 +24,7 @@ import pytest
 import torch
 
 from mlsys_labs.common.tolerance import assert_close
-from mlsys_labs.zero import model_state_formula
-from mlsys_labs.zero.memory import model_state_bytes
+from mlsys_labs.zero import model_state_bytes, model_state_formula
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab6_cases as C  # noqa: E402
@@ -175,8 +174,7 @@ SMALL = ["--d-model", "16", "--layers", "1", "--heads", "2", "--block-size", "16
 
 def _reference_curve(seed: int, steps: int) -> list[float]:
     """train.py's defaults in single-process PyTorch (AdamW lr 3e-3, wd 0.01, clip 1.0)."""
-    from mlsys_labs.zero import CharText, GPTConfig, global_batch, load_text
-    from mlsys_labs.zero.model import build_model
+    from mlsys_labs.zero import CharText, GPTConfig, build_model, global_batch, load_text
 
     data = CharText(load_text())
     ids = data.split()[0]

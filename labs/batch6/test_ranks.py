@@ -320,8 +320,7 @@ def test_checkpoint_reshards_3_to_2_to_3(tmp_path, lab_seed):
 def test_model_state_memory_3_ranks(stage, mixed, lab_seed):
     """After a step at 3 ranks (every unit padded), each rank's inventory of parameters + gradients +
     optimizer states = the ZeRO formula at the padded Ψ exactly (the formula written out here)."""
-    from mlsys_labs.zero import inventory
-    from mlsys_labs.zero.memory import model_state_bytes
+    from mlsys_labs.zero import inventory, model_state_bytes
 
     case = dict(stage=stage, mixed=mixed, **C.AT3)
     measured = {}

@@ -14,12 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlsys_labs.common.tolerance import assert_close, poison_like
-from mlsys_labs.zero import Comm, inventory, make_engine, model_state_formula, comm_bytes_formula
-from mlsys_labs.zero.engine import Engine
-from mlsys_labs.zero.checkpoint import reshard
-from mlsys_labs.zero.flat import plan_layout
-from mlsys_labs.zero.memory import model_state_bytes
-from mlsys_labs.zero.optim import ShardAdamW
+from mlsys_labs.zero import (Comm, Engine, ShardAdamW, comm_bytes_formula, inventory, make_engine, model_state_bytes,
+                             model_state_formula, plan_layout, reshard)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lab6_cases as C  # noqa: E402

@@ -56,6 +56,59 @@ def parse(argv):
     return p.parse_args(argv)
 
 
+def build_engine(args, device: torch.device):
+    """The model on ``device`` wrapped in the ``--stage`` engine, and the training token ids."""
+    comm = Comm()
+    data = CharText(load_text())
+    train_ids, _ = data.split()
+    cfg = GPTConfig(vocab_size=data.vocab_size, block_size=args.block_size, n_layer=args.layers,
+                    n_head=args.heads, d_model=args.d_model)
+    model = build_model(cfg, args.seed).to(device)
+    dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
+    engine = make_engine(args.stage, model, comm, lr=args.lr, weight_decay=args.weight_decay,
+                         param_dtype=dtype, clip_norm=args.clip or None)
+    return engine, comm, train_ids
+
+
+def train_step(engine, comm: Comm, args, train_ids: torch.Tensor, step: int, device: torch.device) -> dict:
+    """One optimizer step over ``--accumulate`` micro-batches of this rank's slice; the global loss."""
+    t0 = time.perf_counter()
+    sent_before = comm.total("grads", "params")
+    x, y = global_batch(train_ids, step, args.batch_size, args.block_size, args.seed)
+    x = rank_slice(x, comm.rank, comm.world).to(device)
+    y = rank_slice(y, comm.rank, comm.world).to(device)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    for k, (xm, ym) in enumerate(zip(x.chunk(args.accumulate), y.chunk(args.accumulate))):
+        loss = engine(xm, ym) / args.accumulate
+        if comm.rank == args.die_rank and step == args.die_at:
+            print(f"rank {comm.rank}: simulated failure in the middle of step {step}", file=sys.stderr, flush=True)
+            os._exit(17)
+        engine.backward(loss, sync=k == args.accumulate - 1)
+        total += loss.detach().double()
+    engine.step()
+    inv = inventory(engine) if step == args.steps - 1 else None
+    engine.zero_grad()
+    comm.all_reduce(total, tag="metrics")
+    record = {"step": step, "loss": float(total) / comm.world, "seconds": time.perf_counter() - t0,
+              "bytes_sent": comm.total("grads", "params") - sent_before, "world": comm.world,
+              "stage": args.stage, "psi": engine.psi, "psi_padded": engine.psi_padded}
+    if inv is not None:
+        record["inventory"] = inv
+    return record
+
+
+def print_summary(args, engine, comm: Comm, record: dict) -> None:
+    """The last step's model states and bytes sent against the ZeRO formulas."""
+    mixed = args.precision == "bf16"
+    measured = model_state_bytes(record["inventory"])
+    formula = model_state_formula(args.stage, engine.psi, comm.world, mixed)
+    sent = comm_bytes_formula(args.stage, engine.psi, comm.world, 2 if mixed else 4)
+    sent *= 1 if args.stage < 2 else args.accumulate
+    print(f"stage {args.stage}, N={comm.world}, Ψ={engine.psi}: model states {measured} B per rank "
+          f"(formula {formula:.0f}); sent {record['bytes_sent']} B in the last step (formula {sent:.0f})",
+          flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     cuda = torch.cuda.is_available()
@@ -68,58 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda:
         torch.set_num_threads(1)
     try:
-        comm = Comm()
-        data = CharText(load_text())
-        train_ids, _ = data.split()
-        cfg = GPTConfig(vocab_size=data.vocab_size, block_size=args.block_size, n_layer=args.layers,
-                        n_head=args.heads, d_model=args.d_model)
-        model = build_model(cfg, args.seed).to(device)
-        dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
-        engine = make_engine(args.stage, model, comm, lr=args.lr, weight_decay=args.weight_decay,
-                             param_dtype=dtype, clip_norm=args.clip or None)
+        engine, comm, train_ids = build_engine(args, device)
         start = checkpoint.load(engine, args.resume) if args.resume else 0
         comm.reset()
         log = open(args.loss_log, "a") if args.loss_log and comm.rank == 0 else None
         for step in range(start, args.steps):
-            t0 = time.perf_counter()
-            sent_before = comm.total("grads", "params")
-            x, y = global_batch(train_ids, step, args.batch_size, args.block_size, args.seed)
-            x = rank_slice(x, comm.rank, comm.world).to(device)
-            y = rank_slice(y, comm.rank, comm.world).to(device)
-            total = torch.zeros((), dtype=torch.float64, device=device)
-            for k, (xm, ym) in enumerate(zip(x.chunk(args.accumulate), y.chunk(args.accumulate))):
-                loss = engine(xm, ym) / args.accumulate
-                if comm.rank == args.die_rank and step == args.die_at:
-                    print(f"rank {comm.rank}: simulated failure in the middle of step {step}", file=sys.stderr,
-                          flush=True)
-                    os._exit(17)
-                engine.backward(loss, sync=k == args.accumulate - 1)
-                total += loss.detach().double()
-            engine.step()
-            inv = inventory(engine) if step == args.steps - 1 else None
-            engine.zero_grad()
-            comm.all_reduce(total, tag="metrics")
-            loss_value = float(total) / comm.world
-            record = {"step": step, "loss": loss_value, "seconds": time.perf_counter() - t0,
-                      "bytes_sent": comm.total("grads", "params") - sent_before, "world": comm.world,
-                      "stage": args.stage, "psi": engine.psi, "psi_padded": engine.psi_padded}
-            if inv is not None:
-                record["inventory"] = inv
+            record = train_step(engine, comm, args, train_ids, step, device)
             if log:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
             if comm.rank == 0 and (step % 10 == 0 or step == args.steps - 1):
-                print(f"step {step:4d}  loss {loss_value:.4f}  {record['seconds'] * 1e3:.0f} ms", flush=True)
+                print(f"step {step:4d}  loss {record['loss']:.4f}  {record['seconds'] * 1e3:.0f} ms", flush=True)
             if args.save_dir and step + 1 == args.save_at:
                 checkpoint.save(engine, args.save_dir, step + 1)
         if comm.rank == 0 and args.steps > start:
-            mixed = args.precision == "bf16"
-            measured = model_state_bytes(inv)
-            formula = model_state_formula(args.stage, engine.psi, comm.world, mixed)
-            print(f"stage {args.stage}, N={comm.world}, Ψ={engine.psi}: model states {measured} B per rank "
-                  f"(formula {formula:.0f}); sent {record['bytes_sent']} B in the last step (formula "
-                  f"{comm_bytes_formula(args.stage, engine.psi, comm.world, 2 if mixed else 4) * (1 if args.stage < 2 else args.accumulate):.0f})",
-                  flush=True)
+            print_summary(args, engine, comm, record)
         if log:
             log.close()
     finally:

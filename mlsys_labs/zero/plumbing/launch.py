@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..common.procs import Finished, free_port, run_group
+from ...common.procs import Finished, free_port, run_group
 
 
 def torchrun_command(nproc: int, target: list[str]) -> list[str]:
