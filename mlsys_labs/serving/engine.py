@@ -23,6 +23,7 @@ from .model_runner import ModelRunner
 from .sampler import TokenLogprobs, choose_token
 from .scheduler import RequestRejected, Scheduler
 from .sequence import SamplingParams, Sequence, SequenceStatus
+from .speculative import SpeculativeStats, can_speculate, ngram_propose
 from .tokenizer import ByteTokenizer, load_tokenizer
 
 
@@ -79,6 +80,9 @@ class LLMEngine:
         self.scheduler = Scheduler(self.cfg, self.block_manager, self.max_model_len)
         self.runner = ModelRunner(model, self.cfg.num_blocks, self.cfg.block_size, self.cfg.attention_backend)
         self.metrics = EngineMetrics()
+        self.spec_stats = SpeculativeStats()    # speculative decoding's counters (cfg.speculative)
+        if self.cfg.speculative is not None and self.cfg.streaming:
+            raise ValueError("speculative decoding and StreamingLLM eviction cannot be combined")
         self.eos_token_id = model.config.eos_token_id
         self.stop_token_ids = self.tokenizer.stop_token_ids    # EOS and the checkpoint's other end tokens
         self._ids = itertools.count()
@@ -126,7 +130,9 @@ class LLMEngine:
 
     # ------------------------------------------------------------------ one step
     def step(self) -> list[RequestOutput]:
+        drafts = self._propose_drafts()                  # speculative decoding: guesses appended
         batch = self.scheduler.schedule()
+        drafts = self._keep_scheduled_drafts(batch, drafts)
         if not batch:
             return []
         self.metrics.steps += 1
@@ -134,12 +140,102 @@ class LLMEngine:
                 if s.num_computed_tokens + n == len(s)]
         for s, n in zip(batch.seqs, batch.num_new_tokens):   # every new token but a plain decode is prefill
             decode = s.num_computed_tokens + n == len(s) and len(s) > s.num_prompt_tokens
-            self.metrics.prefill_tokens_computed += n - int(decode)
+            self.metrics.prefill_tokens_computed += n - int(decode) - len(drafts.get(s, ()))
         try:
-            logits = self.runner.run(batch.seqs, batch.num_new_tokens, batch.copies, need)
+            num_logits = [1 + len(drafts.get(batch.seqs[i], ())) for i in need] if drafts else None
+            logits = self.runner.run(batch.seqs, batch.num_new_tokens, batch.copies, need, num_logits)
         except Exception as exc:   # a failed batch: retry each sequence alone, fail only the culprits
+            self._verify_drafts(batch, need, None, drafts)
             return self._run_one_by_one(batch, exc)
-        return self._postprocess(batch, need, logits)
+        logits, accepted = self._verify_drafts(batch, need, logits, drafts)
+        return self._emit_accepted(self._postprocess(batch, need, logits), accepted)
+
+    # ------------------------------------------------------------------ speculative decoding
+    def _propose_drafts(self) -> dict[Sequence, list[int]]:
+        """Append prompt-lookup guesses to every decoding greedy sequence (``cfg.speculative``)."""
+        spec = self.cfg.speculative
+        if spec is None:
+            return {}
+        drafts = {}
+        for seq in self.scheduler.running:
+            if (seq.status != SequenceStatus.RUNNING or seq.num_output_tokens == 0
+                    or seq.num_computed_tokens != len(seq) - 1 or not can_speculate(seq.params)):
+                continue
+            room = min(spec.num_speculative_tokens, seq.params.max_tokens - seq.num_output_tokens - 1,
+                       self.max_model_len - len(seq))
+            guess = ngram_propose(seq.token_ids, room, spec.prompt_lookup_min, spec.prompt_lookup_max) if room > 0 else []
+            if guess:
+                seq.token_ids.extend(guess)
+                drafts[seq] = guess
+        return drafts
+
+    @staticmethod
+    def _keep_scheduled_drafts(batch, drafts: dict[Sequence, list[int]]) -> dict[Sequence, list[int]]:
+        """Guesses of a sequence left out of the batch (or preempted) are taken back; a sequence
+        scheduled for fewer tokens than it holds (the token budget) keeps the guesses that fit."""
+        if not drafts:
+            return drafts
+        scheduled = {id(s): n for s, n in zip(batch.seqs, batch.num_new_tokens)}
+        kept = {}
+        for seq, guess in drafts.items():
+            fit = scheduled.get(id(seq), 1) - 1 if seq.status == SequenceStatus.RUNNING else 0
+            if fit < len(guess):
+                del seq.token_ids[len(seq) - len(guess) + fit:]
+            if fit > 0:
+                kept[seq] = guess[:fit]
+        return kept
+
+    def _verify_drafts(self, batch, need: list[int], logits: torch.Tensor | None, drafts):
+        """Take the guesses back out of the sequences (so the step commits and samples as a plain
+        decode) and count the agreeing prefix of each against the target's greedy choices.
+        Returns one logits row per ``need`` entry and, per sequence, the tokens accepted beyond
+        the first: the agreeing guesses' successors (the correction or the bonus token last)."""
+        if not drafts:
+            return logits, {}
+        rows, accepted, at = [], {}, 0
+        for i in need:
+            seq = batch.seqs[i]
+            guess = drafts.get(seq, [])
+            if guess:
+                del seq.token_ids[len(seq) - len(guess):]
+                batch.num_new_tokens[i] -= len(guess)
+            if logits is None:
+                continue
+            choice = logits[at:at + 1 + len(guess)].argmax(-1).tolist()
+            rows.append(at)
+            at += 1 + len(guess)
+            if guess:
+                n_ok = next((j for j, g in enumerate(guess) if g != choice[j]), len(guess))
+                accepted[seq] = choice[1:n_ok + 1]
+                st = self.spec_stats
+                st.num_drafts += 1
+                st.num_draft_tokens += len(guess)
+                st.num_accepted_tokens += n_ok
+                st.num_emitted_tokens += n_ok + 1
+        return (logits[rows] if logits is not None else None), accepted
+
+    def _emit_accepted(self, outputs: list[RequestOutput], accepted: dict[Sequence, list[int]]) -> list[RequestOutput]:
+        """Append each sequence's accepted tokens after the one the step sampled: their keys and
+        values are already in the cache, so each one only moves ``num_computed_tokens`` on."""
+        if not accepted:
+            return outputs
+        by_seq = {(o.request_id, o.index): o for o in outputs}
+        now = time.monotonic()
+        for seq, tokens in accepted.items():
+            out = by_seq.get((seq.request_id, seq.index))
+            for token in tokens:
+                if seq.status != SequenceStatus.RUNNING or out is None:
+                    break
+                seq.num_computed_tokens += 1
+                self.block_manager.commit(seq)
+                more = self._append_token(seq, token, now)
+                out.new_token_ids += more.new_token_ids
+                out.new_text += more.new_text
+                out.finished, out.finish_reason = more.finished, more.finish_reason
+                out.num_output_tokens = more.num_output_tokens
+            if seq.status == SequenceStatus.RUNNING:
+                self.block_manager.free_tail(seq)
+        return outputs
 
     def _run_one_by_one(self, batch, exc) -> list[RequestOutput]:
         outputs = []
