@@ -499,18 +499,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--attention-backend", choices=["torch", "triton"], default="torch",
                    help="decode attention: PyTorch gather, or the Triton paged-decode kernel (meant for CUDA)")
+    p.add_argument("--num-speculative-tokens", type=int, default=0,
+                   help="speculative decoding by prompt lookup (n-gram), up to this many guesses a step (0: off)")
     return p
 
 
 def engine_from_args(args) -> LLMEngine:
     from ...common.device import has_cuda
-    from ..config import EngineConfig
+    from ..config import EngineConfig, SpeculativeConfig
 
     device = args.device or ("cuda" if has_cuda() else "cpu")
+    spec = SpeculativeConfig(num_speculative_tokens=args.num_speculative_tokens) if args.num_speculative_tokens else None
     cfg = EngineConfig(block_size=args.block_size, num_blocks=args.num_blocks, max_num_seqs=args.max_num_seqs,
                        max_num_batched_tokens=args.max_num_batched_tokens,
                        enable_prefix_caching=not args.no_prefix_caching, device=device,
-                       attention_backend=args.attention_backend)
+                       attention_backend=args.attention_backend, speculative=spec)
     return LLMEngine.from_pretrained(args.model, cfg)
 
 
