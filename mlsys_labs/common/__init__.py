@@ -7,4 +7,5 @@
 - ``bench``      timing (warm-up, median of repeats), ratios, figures, results JSON
 - ``ceilings``   measured machine ceilings (peak FLOP/s, memory bandwidth)
 - ``plotting``   headless matplotlib
+- ``gpu_check``  ``mlsys-labs gpu-check``: GPU tests and benchmarks in one budgeted run
 """

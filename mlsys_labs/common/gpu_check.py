@@ -2,14 +2,15 @@
 
 It runs on the Python that runs it and installs nothing (``scripts/gpu-check`` picks that
 Python: the current one when it has torch, else the project's venv).  Three phases, each a
-pytest run in its own process group, all inside one time budget (``--budget``, default 8 min):
+pytest run in its own process group, all inside one time budget (``--budget``, default 8 min),
+in this order so that what the budget leaves out comes last:
 
 1. **GPU tests** — every test marked ``gpu`` under ``labs/``, with ``--require-gpu`` (a skip
    is a failure);
-2. **lab 4 natively** — lab 4's other tests, which on a GPU compile and run every kernel for
-   the card (under the interpreter they are part of ``make test``);
-3. **GPU benchmarks** — ``benchmarks/test_lab{4,5,6}_*.py -m gpu --benchmark-only``; their
-   figures go to ``benchmarks/results/<gpu>.json`` (``record_figure``).
+2. **GPU benchmarks** — ``benchmarks/test_lab{4,5,6}_*.py -m gpu --benchmark-only``; their
+   figures go to ``benchmarks/results/<gpu>.json`` (``record_figure``);
+3. **lab 4 natively** — lab 4's other tests, which on a GPU compile and run every kernel for
+   the card (under the interpreter they are part of ``make test``).
 
 Each run logs its collected tests and outcomes (the plugin's ``--grade-log``), so the counts
 survive a run stopped by the budget.  The summary — environment, counts, elapsed time, the
@@ -174,8 +175,8 @@ def plan(quick: bool, env: Environment) -> list[Phase]:
     require = ["--require-gpu"] if env.cuda else []
     bench_opts = ["-m", "gpu", "--benchmark-only", "--benchmark-columns=median,rounds"]
     return [Phase("GPU tests", gpu_tests + require + numba),
-            Phase("lab 4 natively", native + require + numba, needs_cuda=True),
-            Phase("GPU benchmarks", benches + bench_opts, what="benchmarks")]
+            Phase("GPU benchmarks", benches + bench_opts, what="benchmarks"),
+            Phase("lab 4 natively", native + require + numba, needs_cuda=True)]
 
 
 def read_log(path: Path, result: PhaseResult) -> None:
