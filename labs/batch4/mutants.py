@@ -7,7 +7,11 @@ unmasked store; dK scaled by sm_scale·log2 e; D = rowsum(dO); one weight maximu
 channels; the bias indexed by token; B's tile loaded transposed in the Numba matmul.
 Left out as equivalent: the fused softmax computed in the storage dtype (Triton's tl.exp and tl.sum upcast
 float16 to float32 themselves); clamping to [-128, 127] with scale absmax/127 (round(x/scale) never
-reaches -128); masking the K tail of only one GEMM operand (the other's zeros cancel it).
+reaches -128); masking the K tail of only one GEMM operand (the other's zeros cancel it); in the
+backward kernels, scores of padded query rows or keys left unmasked (their rows load as zeros, so
+every term they add is a finite P times 0).
+FlashAttention's three kernels share their masks (``_visible``, ``_load_rows``, ``_store_rows``) and the
+key-block split (``_key_blocks``): one entry plants such a bug in all of them at once.
 """
 from mlsys_labs.grading.mutants import Mutant
 
@@ -190,21 +194,37 @@ MUTANTS = [
     ),
     # -------------------------------------------------------- FlashAttention forward (step 5)
     Mutant(
-        name="fa-fwd-causal-excludes-diagonal",
+        name="fa-causal-excludes-diagonal",
         file=K + "flash_attention.py",
-        old="            valid = valid & (offs_m[:, None] >= cols[None, :])\n        s = tl.where(valid, s, -float(\"inf\"))\n",
-        new="            valid = valid & (offs_m[:, None] > cols[None, :])\n        s = tl.where(valid, s, -float(\"inf\"))\n",
-        why="causal off by one: a query may not attend to its own key",
+        old="        ok = ok & (q_idx >= k_idx)\n",
+        new="        ok = ok & (q_idx > k_idx)\n",
+        why="causal off by one: a query may not attend to its own key (the mask shared by all three kernels)",
         tests=(FA + "::test_forward_output_and_logsumexp",),
     ),
     Mutant(
         name="fa-fwd-causal-stops-before-diagonal-block",
         file=K + "flash_attention.py",
-        old="    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)\n    if CAUSAL:\n"
-            "        hi = tl.minimum((start_m + 1) * BLOCK_M, N_CTX)\n",
-        new="    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)\n    if CAUSAL:\n"
-            "        hi = start_m * BLOCK_M\n",
+        old="        hi = tl.minimum((start_m + 1) * BLOCK_M, N_CTX)\n",
+        new="        hi = start_m * BLOCK_M\n",
         why="causal loop bound excludes the diagonal block (only the blocks strictly below it)",
+        tests=(FA + "::test_forward_output_and_logsumexp",),
+    ),
+    Mutant(
+        name="fa-diagonal-block-taken-as-full",
+        file=K + "flash_attention.py",
+        old="        n_full = start_m * BLOCK_M // BLOCK_N * BLOCK_N\n",
+        new="        n_full = hi // BLOCK_N * BLOCK_N\n",
+        why="causal: runs every whole key block up to the end of the query block unmasked, the diagonal "
+            "included: rows see the keys of their future",
+        tests=(FA + "::test_forward_output_and_logsumexp",),
+    ),
+    Mutant(
+        name="fa-edge-block-taken-as-full",
+        file=K + "flash_attention.py",
+        old="        n_full = N_CTX // BLOCK_N * BLOCK_N\n",
+        new="        n_full = tl.cdiv(N_CTX, BLOCK_N) * BLOCK_N\n",
+        why="rounds the unmasked key range up: the ragged last key block is loaded and scored without its "
+            "mask (reads past the sequence)",
         tests=(FA + "::test_forward_output_and_logsumexp",),
     ),
     Mutant(
@@ -218,24 +238,32 @@ MUTANTS = [
     Mutant(
         name="fa-fwd-m-starts-at-zero",
         file=K + "flash_attention.py",
-        old="    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float(\"inf\")\n    l_i",
-        new="    m_i = tl.zeros([BLOCK_M], dtype=tl.float32)\n    l_i",
+        old="    m_i = tl.zeros([BLOCK_M], dtype=tl.float32) - float(\"inf\")\n",
+        new="    m_i = tl.zeros([BLOCK_M], dtype=tl.float32)\n",
         why="initialises the running max at 0 instead of -inf: a row whose scores are all very negative underflows to 0/0",
         tests=(FA + "::test_forward_large_logits",),
     ),
     Mutant(
-        name="fa-fwd-ragged-keys-unmasked",
+        name="fa-ragged-keys-unmasked",
         file=K + "flash_attention.py",
-        old="        valid = mask_n[None, :]\n        if CAUSAL:\n            valid = valid & (offs_m[:, None] >= cols[None, :])\n"
-            "        s = tl.where(valid, s, -float(\"inf\"))\n",
-        new="        if CAUSAL:\n            s = tl.where(offs_m[:, None] >= cols[None, :], s, -float(\"inf\"))\n",
+        old="    ok = k_idx < N_CTX\n    if CAUSAL:\n        ok = ok & (q_idx >= k_idx)\n",
+        new="    ok = k_idx >= 0\n    if CAUSAL:\n        ok = ok & (q_idx >= k_idx)\n",
         why="masks only the causal triangle: padded keys of the ragged last block (loaded as 0) get score 0 and weight",
+        tests=(FA + "::test_forward_output_and_logsumexp",),
+    ),
+    Mutant(
+        name="fa-edge-load-unmasked",
+        file=K + "flash_attention.py",
+        old="    if MASK:\n        tile = tl.load(ptrs, mask=rows[:, None] < N_CTX, other=0.0)\n",
+        new="    if MASK:\n        tile = tl.load(ptrs)\n",
+        why="masks the scores of the edge block but loads its rows unmasked: rows past N read whatever follows "
+            "(0·NaN and garbage reach the sums)",
         tests=(FA + "::test_forward_output_and_logsumexp",),
     ),
     Mutant(
         name="fa-fwd-lse-base2",
         file=K + "flash_attention.py",
-        old="(m_i + tl.log2(l_i)) * 0.6931471805599453",
+        old="(m_i + tl.log2(l_i)) / LOG2E",
         new="(m_i + tl.log2(l_i))",
         why="stores the log-sum-exp in base 2 (the exp2 domain) instead of the natural log",
         tests=(FA + "::test_forward_output_and_logsumexp",),
@@ -249,37 +277,44 @@ MUTANTS = [
         tests=(FA + "::test_forward_output_and_logsumexp",),
     ),
     Mutant(
-        name="fa-fwd-store-unmasked",
+        name="fa-store-unmasked",
         file=K + "flash_attention.py",
-        old="    tl.store(O + base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty),\n"
-            "             mask=mask_m[:, None])\n",
-        new="    tl.store(O + base + offs_m[:, None] * HEAD_DIM + offs_d[None, :], acc.to(O.dtype.element_ty))\n",
-        why="stores every row of the last query block, including those past N: writes past O",
+        old="    tl.store(ptrs, tile.to(ptr.dtype.element_ty), mask=rows[:, None] < N_CTX)\n",
+        new="    tl.store(ptrs, tile.to(ptr.dtype.element_ty))\n",
+        why="stores every row of the last block, including those past N: writes past O (and dQ, dK, dV)",
         tests=(FA + "::test_forward_output_and_logsumexp",),
+    ),
+    Mutant(
+        name="fa-fwd-q-read-with-k-strides",
+        file=K + "flash_attention.py",
+        old="    q = _load_rows(Q, offs_m, offs_d, stride_qn, stride_qd, N_CTX, True)\n    qk_scale",
+        new="    q = _load_rows(Q, offs_m, offs_d, stride_kn, stride_kd, N_CTX, True)\n    qk_scale",
+        why="reads Q through K's strides (copy-paste): right only while q and k share a layout",
+        tests=(FA + "::test_forward_reads_strided_inputs",),
     ),
     # ------------------------------------------------------- FlashAttention backward (step 6)
     Mutant(
-        name="fa-bwd-dkdv-causal-excludes-diagonal",
-        file=K + "flash_attention.py",
-        old="valid = valid & (rows[None, :] >= offs_n[:, None])",
-        new="valid = valid & (rows[None, :] > offs_n[:, None])",
-        why="causal off by one in dK/dV: the diagonal entries' gradient is dropped",
-        tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
-    ),
-    Mutant(
         name="fa-bwd-dkdv-causal-starts-a-row-late",
         file=K + "flash_attention.py",
-        old="        lo = (start_n * BLOCK_N // BLOCK_M) * BLOCK_M  # earlier query rows cannot see these keys\n",
+        old="        lo = start_n * BLOCK_N // BLOCK_M * BLOCK_M       # earlier query rows cannot see these keys\n",
         new="        lo = start_n * BLOCK_N + 1\n",
         why="starts the causal query loop one row past the diagonal (strictly later queries only)",
         tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
     ),
     Mutant(
-        name="fa-bwd-dq-causal-excludes-diagonal",
+        name="fa-bwd-dkdv-diagonal-taken-as-full",
         file=K + "flash_attention.py",
-        old="            valid = valid & (offs_m[:, None] >= cols[None, :])\n        p = tl.where(valid, p, 0.0)\n",
-        new="            valid = valid & (offs_m[:, None] > cols[None, :])\n        p = tl.where(valid, p, 0.0)\n",
-        why="causal off by one in dQ",
+        old="        full_lo = tl.cdiv((start_n + 1) * BLOCK_N, BLOCK_M) * BLOCK_M",
+        new="        full_lo = lo",
+        why="dK/dV: the query blocks on the diagonal go through the unmasked loop: future queries' terms are added",
+        tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
+    ),
+    Mutant(
+        name="fa-bwd-dkdv-edge-taken-as-full",
+        file=K + "flash_attention.py",
+        old="    full_hi = N_CTX // BLOCK_M * BLOCK_M\n",
+        new="    full_hi = N_CTX\n",
+        why="dK/dV: the unmasked query loop runs to N, so the ragged last query block is loaded past the sequence",
         tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
     ),
     Mutant(
@@ -293,7 +328,7 @@ MUTANTS = [
     Mutant(
         name="fa-bwd-lse-not-converted-to-base2",
         file=K + "flash_attention.py",
-        old="        p_t = tl.exp2(s_t - lse[None, :] * 1.4426950408889634)\n",
+        old="        p_t = tl.exp2(s_t - lse[None, :] * LOG2E)\n",
         new="        p_t = tl.exp2(s_t - lse[None, :])\n",
         why="subtracts the natural-log LSE inside exp2 when recomputing P in the dK/dV kernel",
         tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
@@ -309,10 +344,18 @@ MUTANTS = [
     Mutant(
         name="fa-bwd-lse-delta-swapped",
         file=K + "flash_attention.py",
-        old='    _launch("dkdv", (q, k, v, do, lse, delta, dk, dv, sm_scale, N), **shape)\n',
-        new='    _launch("dkdv", (q, k, v, do, delta, lse, dk, dv, sm_scale, N), **shape)\n',
+        old="    _launch(\"dkdv\", (q, k, v, do, lse, delta, dk, dv,",
+        new="    _launch(\"dkdv\", (q, k, v, do, delta, lse, dk, dv,",
         why="passes D and the LSE in the wrong order to one of the kernels",
         tests=(FA + "::test_backward_matches_autograd_of_plain_attention",),
+    ),
+    Mutant(
+        name="fa-bwd-dv-written-with-k-strides",
+        file=K + "flash_attention.py",
+        old="    _store_rows(DV, offs_n, offs_d, stride_vn, stride_vd, N_CTX, dv)\n",
+        new="    _store_rows(DV, offs_n, offs_d, stride_kn, stride_kd, N_CTX, dv)\n",
+        why="writes dV through K's strides (copy-paste from the dK store): right only while k and v share a layout",
+        tests=(FA + "::test_backward_reads_strided_inputs",),
     ),
     # --------------------------------------------------------------------- int8 GEMM (step 7)
     Mutant(

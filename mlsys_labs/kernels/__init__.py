@@ -5,16 +5,23 @@ Every kernel here runs natively on a CUDA GPU and, without one, under Triton's i
 variables are read when Triton/Numba's CUDA module is first imported, so this package
 switches them on (``configure_triton``) before importing either.
 
-One file per kernel, in the order of the lab:
+The lesson, one file per kernel, in the order of the lab (file — what it teaches — where it comes from):
 
-- :mod:`.vector_add`        — the programming model (programs, blocks, masks)
-- :mod:`.softmax`           — fused row softmax: one program per row, the row on chip
-- :mod:`.online_softmax`    — single-pass running max/sum (Milakov & Gimelshein 2018)
-- :mod:`.flash_attention`   — FlashAttention-2 forward/backward as a ``torch.autograd.Function``
-- :mod:`.int8_matmul`       — W8A8 int8 GEMM, int32 accumulation, dequant + bias epilogue
-- :mod:`.quantization`      — per-token / per-channel quantisation and SmoothQuant smoothing
-- :mod:`.rmsnorm`, :mod:`.rope` — fused RMSNorm and rotary embedding
-- :mod:`.numba_matmul`, :mod:`.numba_reduction` — shared-memory tiling and tree reduction (PMPP)
+- :mod:`.vector_add`        — programs, blocks, the masked tail (Triton tutorial 01; *CUDA by Example* ch. 4)
+- :mod:`.softmax`           — fused row softmax, one program per row, the row on chip (Triton tutorial 02)
+- :mod:`.online_softmax`    — single-pass running max/sum for rows longer than a block (Milakov & Gimelshein 2018)
+- :mod:`.rmsnorm`, :mod:`.rope` — fused RMSNorm (Zhang & Sennrich 2019) and rotary embedding (RoFormer §3.4)
+- :mod:`.flash_attention`   — FlashAttention-2 forward/backward as a ``torch.autograd.Function``: tiling,
+  online softmax, recomputation; masks only on the diagonal and edge blocks (Dao 2023, Alg. 1–2;
+  Triton tutorial 06)
+- :mod:`.int8_matmul`       — W8A8 int8 GEMM, int32 accumulation, dequant + bias epilogue (LLM.int8() §3; ZeroQuant §3)
+- :mod:`.quantization`      — per-token / per-channel quantisation (also lab 5's int8 weights) and
+  SmoothQuant smoothing (Xiao et al. 2023, §4, eq. 4)
+- :mod:`.numba_matmul`, :mod:`.numba_reduction` — shared-memory tiling and tree reduction (PMPP ch. 5, 10)
+- :mod:`._checks`           — the input checks every launcher runs before it launches (given)
+
+Around it, :mod:`.plumbing` (not the lesson): the ahead-of-time compile check for sm_90, the card's
+measured ceilings for the benchmarks, and the demo (``mlsys-labs run 4``).
 """
 from mlsys_labs.common.device import configure_triton
 
