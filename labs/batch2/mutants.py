@@ -224,18 +224,16 @@ MUTANTS = [
     Mutant(
         name="gemm-packed-zeroes-all-of-c",
         file=M + "packed.py",
-        old="    for i in range(i_end - i_begin):\n        for j in range(j_end - j_begin):\n"
-            "            c[i_begin + i, j_begin + j] = 0\n",
-        new="    c[:, :] = 0\n",
+        old="    for i in range(i_begin, i_end):\n        c[i, j_begin:j_end] = 0",
+        new="    for i in range(c.shape[0]):\n        c[i, :] = 0",
         why="zeroes all of C instead of its own block (erases other threads' blocks)",
         tests=(VARIANTS + "::test_gemm_packed_overwrites_its_block_only",),
     ),
     Mutant(
         name="gemm-packed-no-zeroing",
         file=M + "packed.py",
-        old="    for i in range(i_end - i_begin):\n        for j in range(j_end - j_begin):\n"
-            "            c[i_begin + i, j_begin + j] = 0\n",
-        new="",
+        old="    for i in range(i_begin, i_end):\n        c[i, j_begin:j_end] = 0",
+        new="    for i in range(i_begin, i_end):\n        pass",
         why="the block of C never zeroed: loop 4's += adds onto its old contents",
         tests=(ADV,),
     ),
