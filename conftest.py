@@ -16,3 +16,4 @@ def pytest_configure(config: pytest.Config) -> None:
     benchmark_only = config.pluginmanager.hasplugin("benchmark") and config.getoption("benchmark_only", False)
     if benchmark_only and config.args_source is pytest.Config.ArgsSource.TESTPATHS:
         config.args = [str(config.rootpath / "benchmarks")]
+        config.args_source = pytest.Config.ArgsSource.ARGS   # the header must not say "testpaths: labs, tests"
