@@ -15,8 +15,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from mlsys_labs.common.bench import compare, record_figure
-from mlsys_labs.nn import CNN, MLP, SGD, Tensor, cross_entropy
-from mlsys_labs.nn.data import load_digits_split
+from mlsys_labs.nn import CNN, MLP, SGD, Tensor, cross_entropy, load_digits_split
 
 LAB = 1
 BATCH = 64

@@ -31,7 +31,9 @@ The lesson, file by file (what it teaches → where to read about it):
 
 Not the lesson: ``plumbing/`` (the ``mlsys-labs run 1`` demo and its plots).
 """
+from . import functional, init
 from .attention import causal_mask, scaled_dot_product_attention
+from .data import load_digits_split
 from .functional import cross_entropy
 from .modules import (CNN, MLP, BatchNorm, Conv2d, Dropout, Embedding, Linear, LayerNorm, Module,
                       MultiHeadAttention, TransformerBlock)
@@ -42,4 +44,5 @@ from .train import LearningCurves, fit, train_cnn, train_mlp
 __all__ = ["Tensor", "Function", "History", "no_grad", "is_grad_enabled", "topological_order", "unbroadcast",
            "cross_entropy", "Module", "Linear", "Conv2d", "LayerNorm", "BatchNorm", "Dropout", "Embedding",
            "MLP", "CNN", "MultiHeadAttention", "TransformerBlock", "SGD", "Adam", "AdamW", "WarmupCosine",
-           "scaled_dot_product_attention", "causal_mask", "fit", "train_mlp", "train_cnn", "LearningCurves"]
+           "scaled_dot_product_attention", "causal_mask", "fit", "train_mlp", "train_cnn", "LearningCurves",
+           "load_digits_split", "functional", "init"]
