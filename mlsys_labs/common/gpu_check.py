@@ -28,7 +28,9 @@ softmax size benchmarked): a smoke test of the machine in a minute or two.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +40,7 @@ from pathlib import Path
 
 from . import device
 from .paths import project_root, results_dir
-from .procs import run_group
+from .procs import kill_group
 
 NO_CUDA = 3
 DEFAULT_BUDGET_S = 480.0
@@ -150,10 +152,12 @@ def probe_environment() -> Environment:
     env = Environment(python=f"{sys.executable} (Python {sys.version.split()[0]})", cuda=cuda,
                       gpu=device.gpu_name() if cuda else None, versions=versions, numba_cuda_ok=True)
     if cuda:
-        probe = subprocess.run([sys.executable, "-c", NUMBA_PROBE], capture_output=True, text=True, timeout=300)
-        env.numba_cuda_ok = probe.returncode == 0
+        try:
+            probe = subprocess.run([sys.executable, "-c", NUMBA_PROBE], capture_output=True, text=True, timeout=300)
+            env.numba_cuda_ok, last = probe.returncode == 0, (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        except subprocess.TimeoutExpired:
+            env.numba_cuda_ok, last = False, "a one-element kernel took over 300 s"
         if not env.numba_cuda_ok:
-            last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
             env.numba_cuda_note = (f"Numba cannot compile for this GPU ({last[:160]}); "
                                    'pip install "numba-cuda[cu12]" provides NVVM and libdevice')
     return env
@@ -213,20 +217,40 @@ def run_phase(phase: Phase, env: Environment, deadline: float, logs: Path) -> Ph
     log = logs / f"{phase.name.replace(' ', '-')}.jsonl"
     cmd = [sys.executable, "-m", "pytest", *phase.args, "-q", "-p", "no:cacheprovider", "--grade-log", str(log)]
     print(f"\n== gpu-check: {phase.name} ({left:.0f} s of the budget left)\n$ python {shlex.join(cmd[1:])}", flush=True)
-    done = run_group(cmd, timeout=left, cwd=project_root(), capture=False)
-    result.ran, result.seconds, result.returncode = True, done.seconds, done.returncode
+    t0 = time.monotonic()
+    result.returncode, result.out_of_time = run_within(cmd, left)
+    result.ran, result.seconds = True, time.monotonic() - t0
     read_log(log, result)
-    if done.timed_out:
-        result.note, result.out_of_time = f"stopped: the time budget ran out ({result.unfinished} not finished)", True
-    elif done.returncode not in (0, 1, 5):   # 2: interrupted (a collection error), 3: internal error, 4: usage
-        result.note = f"pytest exited with status {done.returncode} (see its output above)"
+    if result.out_of_time:
+        result.note = f"stopped: the time budget ran out ({result.unfinished} not finished)"
+    elif result.returncode not in (0, 1, 5):   # 2: interrupted (a collection error), 3: internal error, 4: usage
+        result.note = f"pytest exited with status {result.returncode} (see its output above)"
     return result
+
+
+def run_within(cmd: list[str], seconds: float, grace: float = 60.0) -> tuple[int, bool]:
+    """Run pytest in its own process group for at most ``seconds``: then Ctrl-C (pytest tears its
+    fixtures down, so launchers stop their own process groups), and after ``grace`` SIGKILL.
+    Returns (exit status, whether the time ran out)."""
+    proc = subprocess.Popen(cmd, cwd=project_root(), stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return proc.wait(timeout=seconds), False
+    except subprocess.TimeoutExpired:
+        print("\ngpu-check: the time budget ran out: interrupting pytest", flush=True)
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+        return proc.returncode if proc.returncode is not None else -9, True
+    finally:
+        kill_group(proc)   # whatever is left of the group
 
 
 def _count_line(r: PhaseResult, cuda: bool) -> str:
     if not r.ran:
         return f"{r.name}: {r.note}"
-    if not cuda and r.skipped == r.collected:
+    if not cuda and r.collected and r.skipped == r.collected and not r.out_of_time:
         return f"{r.skipped} GPU {r.what} skipped: no CUDA ({r.seconds:.0f} s)"
     line = (f"{r.name}: {r.passed} passed, {r.failed} failed, {r.skipped} skipped"
             f"{f', {r.unfinished} not finished' if r.unfinished else ''} of {r.collected} ({r.seconds:.0f} s)")
