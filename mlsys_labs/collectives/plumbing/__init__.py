@@ -8,6 +8,6 @@
 - :mod:`plots` — the sweep's latency, bus-bandwidth, model and crossover plots.
 - :mod:`demo` — ``mlsys-labs run 3``: the lab end to end on this machine.
 """
-from .launch import mpi_env, mpiexec_command, mpiexec_path, run_mpi
+from .launch import mpi_env, mpiexec_command, mpiexec_path, oversubscribed, run_mpi
 
-__all__ = ["mpi_env", "mpiexec_command", "mpiexec_path", "run_mpi"]
+__all__ = ["mpi_env", "mpiexec_command", "mpiexec_path", "oversubscribed", "run_mpi"]

@@ -23,7 +23,7 @@ from mlsys_labs.common.bench import machine_name
 from mlsys_labs.common.paths import reports_dir
 
 from ..costmodel import choose_allreduce
-from .launch import run_mpi
+from .launch import oversubscribed, run_mpi
 from .osu import format_decomposition, format_table, summarize
 from .plots import plot_crossover, plot_model, plot_sweep
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         steps.set_postfix_str(f"OSU sweep on {args.ranks} ranks")
         proc = run_mpi(args.ranks, ["-m", "mlsys_labs.collectives.plumbing.osu", "--max-bytes", args.max_bytes,
                                     "--out", str(out)], timeout=1200, hostfile=args.hostfile,
-                       yield_when_idle=args.ranks > _cores())
+                       yield_when_idle=oversubscribed(args.ranks))
         if proc.returncode != 0:
             print(proc.stderr[-4000:])
             return proc.returncode or 1
@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
             out = Path(tmp) / "osu.json"
             swept = run_mpi(p, ["-m", "mlsys_labs.collectives.plumbing.osu", "--collectives", "allreduce", "--max-bytes",
                                 args.max_bytes, "--out", str(out)], timeout=1200, hostfile=args.hostfile,
-                            yield_when_idle=p > _cores())
+                            yield_when_idle=oversubscribed(p))
             if swept.returncode == 0:
                 crossover.append(json.loads(out.read_text()))
                 (out_dir / f"osu_allreduce_p{p}.md").write_text(format_table(crossover[-1]["rows"]))
@@ -102,9 +102,3 @@ def _params(d: dict):
     from ..costmodel import CostParams
 
     return CostParams(**d)
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0))

@@ -59,6 +59,15 @@ def mpi_env(yield_when_idle: bool = True, extra: dict | None = None) -> dict:
     return env
 
 
+def oversubscribed(p: int) -> bool:
+    """True when p busy-polling ranks would not each find a free core: more ranks than cores,
+    or the 1-minute load average already at the number of cores (other work fills them).
+    Then every step that needs two ranks running at once waits for the scheduler, and
+    letting waiting ranks yield (:func:`mpi_env`) is faster and far steadier."""
+    cores = len(os.sched_getaffinity(0))
+    return p > cores or os.getloadavg()[0] >= cores
+
+
 def mpiexec_command(p: int, args: list[str], hostfile: str | None = None) -> list[str]:
     """``mpiexec [-f hostfile] -n p python args...``."""
     cmd = [mpiexec_path()]
