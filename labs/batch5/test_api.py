@@ -57,8 +57,9 @@ def test_penalties_and_logit_bias_follow_their_formulas(rng):
     OpenAI's frequency (× count) and presence (once) penalties over the output, logit_bias added."""
     V = 40
     logits = torch.tensor(rng.normal(0, 3, V))
-    prompt = rng.integers(0, V, 6).tolist()
-    output = rng.integers(0, V, 12).tolist()
+    prompt = rng.integers(0, 15, 6).tolist()                  # tokens < 15 appear only in the prompt
+    output = rng.integers(15, V, 10).tolist()
+    output += [output[0], output[0]]                          # one token at least three times
     bias = {int(t): float(b) for t, b in zip(rng.choice(V, 3, replace=False), rng.uniform(-5, 5, 3))}
     p = SamplingParams(repetition_penalty=1.7, frequency_penalty=0.6, presence_penalty=-0.4, logit_bias=bias)
     ref = logits.numpy().copy()
@@ -100,10 +101,16 @@ def test_choose_token_logprobs_are_of_the_chosen_token_after_bias(rng):
     top = torch.topk(ref, 4)
     assert [t for t, _ in lp.top] == top.indices.tolist()
     assert_close(np.array([x for _, x in lp.top]), top.values.numpy(), dtype="float32")
-    seq_t = Sequence("r", [1, 2, 3], SamplingParams(temperature=1.0, seed=5, logprobs=0))
-    token_t, lp_t = choose_token(logits, seq_t)
-    assert lp_t.top == [] and abs(lp_t.logprob - float(torch.log_softmax(logits, -1)[token_t])) < 1e-5, \
-        "log-probabilities come before temperature"
+    flat = logits / 4                  # sampled, not greedy: the chosen token is rarely the most likely one
+    chosen = []
+    for seed in range(10):
+        seq_t = Sequence("r", [1, 2, 3], SamplingParams(temperature=1.5, seed=seed, logprobs=0))
+        token_t, lp_t = choose_token(flat, seq_t)
+        chosen.append(token_t)
+        assert lp_t.token_id == token_t and lp_t.top == []
+        assert abs(lp_t.logprob - float(torch.log_softmax(flat, -1)[token_t])) < 1e-5, \
+            "the chosen token's log-probability, before temperature"
+    assert set(chosen) != {int(torch.argmax(flat))}
 
 
 # ---------------------------------------------------------------------- every ending flushes the decoder
@@ -233,6 +240,14 @@ def test_a_list_of_prompts_token_ids_and_echo(client, api_server, new_engine, rn
         assert c["text"] == echoes[p] + refs[p][0].text, (p, c["text"])
     assert body["usage"]["prompt_tokens"] == sum(len(TOK.encode(t)) for t in texts) + len(ids)
     assert body["usage"]["completion_tokens"] == 24
+    with client.stream("POST", "/v1/completions", json={"prompt": texts + [ids], "max_tokens": 4, "n": 2,
+                                                        "temperature": 0, "ignore_eos": True, "stream": True}) as s:
+        chunks = [json.loads(x[6:]) for x in s.iter_lines() if x.startswith("data: {")]
+    streamed = {}
+    for c in chunks:
+        for ch in c["choices"]:
+            streamed[ch["index"]] = streamed.get(ch["index"], "") + ch["text"]
+    assert streamed == {i: refs[i // 2][0].text for i in range(6)}, "streamed choices of a list of prompts"
     single = client.post("/v1/completions", json={"prompt": ids, "max_tokens": 4, "temperature": 0,
                                                   "ignore_eos": True}).json()
     assert single["choices"][0]["text"] == refs[2][0].text
