@@ -51,9 +51,12 @@ def make_workload(n: int, seed: int, input_len=(16, 128), output_len=(16, 64)) -
     return out
 
 
-async def _one(client, url: str, model: str | None, prompt: str, max_tokens: int) -> RequestResult:
-    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "ignore_eos": True, "temperature": 0,
+async def _one(client, url: str, model: str | None, prompt: str, max_tokens: int,
+               ignore_eos: bool = True) -> RequestResult:
+    body = {"prompt": prompt, "max_tokens": max_tokens, "stream": True, "temperature": 0,
             "stream_options": {"include_usage": True}}
+    if ignore_eos:               # vLLM's extension; servers that refuse unknown fields get none
+        body["ignore_eos"] = True
     if model:
         body["model"] = model
     t0 = time.perf_counter()
@@ -88,7 +91,8 @@ async def _one(client, url: str, model: str | None, prompt: str, max_tokens: int
     return res
 
 
-async def run_rate(url: str, workload, rate: float, seed: int, model: str | None = None) -> dict:
+async def run_rate(url: str, workload, rate: float, seed: int, model: str | None = None,
+                   ignore_eos: bool = True) -> dict:
     """Send the workload at ``rate`` requests/s (Poisson; ``inf``: all at once); summarise."""
     import httpx
 
@@ -100,7 +104,7 @@ async def run_rate(url: str, workload, rate: float, seed: int, model: str | None
         for (prompt, max_tokens), gap in zip(workload, gaps):
             if gap > 0:
                 await asyncio.sleep(gap)
-            tasks.append(asyncio.create_task(_one(client, url, model, prompt, max_tokens)))
+            tasks.append(asyncio.create_task(_one(client, url, model, prompt, max_tokens, ignore_eos)))
         results = await asyncio.gather(*tasks)
         duration = time.perf_counter() - t0
     return summarise(results, duration, rate)
