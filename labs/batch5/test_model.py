@@ -13,7 +13,7 @@ import torch
 
 from mlsys_labs.common.tolerance import assert_close, poison_like
 from mlsys_labs.serving.attention import AttentionMetadata, gather_plan, paged_attention
-from mlsys_labs.serving.config import AttentionBackend
+from mlsys_labs.serving import AttentionBackend
 from mlsys_labs.serving.sequence import SamplingParams
 
 TIE_MARGIN = 1e-3   # top-2 logit gap below which greedy tokens may legitimately differ
