@@ -20,10 +20,8 @@ import time
 import numpy as np
 
 from mlsys_labs.common.bench import record_figure
-from mlsys_labs.federated import FedConfig
-from mlsys_labs.federated.centralized import train_centralized
-from mlsys_labs.federated.server_app import rounds_to_accuracy
-from mlsys_labs.federated.simulation import run_flower_simulation, run_in_process
+from mlsys_labs.federated import FedConfig, rounds_to_accuracy, train_centralized
+from mlsys_labs.federated.plumbing import run_flower_simulation, run_in_process
 
 LAB = 7
 SEEDS = (0, 1, 2)

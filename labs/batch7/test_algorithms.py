@@ -7,10 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlsys_labs.common.tolerance import assert_close
-from mlsys_labs.federated.model import DigitsMLP, get_weights, new_model, set_weights
-from mlsys_labs.federated.privacy import add_gaussian_noise, clip_update, global_norm, privatize
-from mlsys_labs.federated.strategies import FedAdam, FedAvg, FedAvgM, FedProx, weighted_average
-from mlsys_labs.federated.train import proximal_term, train_local
+from mlsys_labs.federated import (DigitsMLP, FedAdam, FedAvg, FedAvgM, FedProx, add_gaussian_noise, clip_update,
+                                  get_weights, global_norm, new_model, privatize, proximal_term, set_weights,
+                                  train_local, weighted_average)
 
 
 def _random_weights(rng, scale=1.0):
@@ -24,7 +23,7 @@ def test_weighted_average_matches_flower(rng):
     from flwr.app import ArrayRecord, MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
-    from mlsys_labs.federated.model import to_record
+    from mlsys_labs.federated import to_record
 
     results = [(_random_weights(rng), int(rng.integers(5, 300))) for _ in range(int(rng.integers(2, 7)))]
     copies = [{k: a.copy() for k, a in w.items()} for w, _ in results]

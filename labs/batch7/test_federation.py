@@ -8,11 +8,8 @@ import pytest
 
 from mlsys_labs.common.rng import derive_seed
 from mlsys_labs.common.tolerance import assert_close
-from mlsys_labs.federated import FedConfig
-from mlsys_labs.federated.centralized import train_centralized
-from mlsys_labs.federated.data import client_data, load_digits_split
-from mlsys_labs.federated.server_app import rounds_to_accuracy
-from mlsys_labs.federated.simulation import run_in_process
+from mlsys_labs.federated import FedConfig, client_data, federation_digits, rounds_to_accuracy, train_centralized
+from mlsys_labs.federated.plumbing import run_in_process
 
 
 @pytest.mark.step(5)
@@ -62,7 +59,7 @@ def test_fedprox_with_stragglers_beats_fedavg_dropping_them(seed):
         assert not set(r["aggregated"]) & set(stragglers), r
     assert not any(r["dropped_partial"] for r in prox["rounds"]), "FedProx keeps partial work"
     assert all(r["aggregated"] == list(range(5)) for r in prox["rounds"])
-    _, _, _, y_test = load_digits_split(s)
+    _, _, _, y_test = federation_digits(s)
     seen = {int(c) for p in range(5) if p not in stragglers
             for c in np.unique(client_data("classes:2", p, 5, s)[1])}
     assert len(seen) == 6, f"the non-stragglers should hold 6 classes, hold {sorted(seen)}"
@@ -110,7 +107,7 @@ def test_a_raising_client_does_not_stop_the_run(seed):
 
 def _recording_grid(monkeypatch):
     """Make run_in_process use an InProcessGrid that keeps every (messages, replies) pair."""
-    from mlsys_labs.federated import simulation
+    from mlsys_labs.federated.plumbing import simulation
 
     calls = []
 
@@ -133,7 +130,7 @@ def test_the_server_averages_the_accepted_replies_by_examples(strategy, seed, mo
     Σ n_k w_k / Σ n_k over the replies of round t it may accept — weighted by each reply's
     example count (Dirichlet clients differ in size), without the clients that raised, and,
     for FedAvg, without the stragglers' partial work (FedProx keeps it)."""
-    from mlsys_labs.federated.model import from_record
+    from mlsys_labs.federated import from_record
 
     calls = _recording_grid(monkeypatch)
     cfg = FedConfig(num_clients=5, num_rounds=3, partitioning="dirichlet:0.5", strategy=strategy,

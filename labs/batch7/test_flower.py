@@ -10,7 +10,7 @@ import pytest
 
 from mlsys_labs.common.procs import descendants
 from mlsys_labs.federated import FedConfig
-from mlsys_labs.federated.simulation import run_flower_simulation, run_in_process
+from mlsys_labs.federated.plumbing import run_flower_simulation, run_in_process
 
 pytestmark = pytest.mark.step(5)
 
@@ -95,7 +95,7 @@ def test_flower_simulation_leaves_no_ray_process(flower_run):
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_deployment_with_3_supernodes_runs_and_leaves_nothing(seed):
-    from mlsys_labs.federated.deployment import Deployment, leftover_processes
+    from mlsys_labs.federated.plumbing import Deployment, leftover_processes
 
     cfg = FedConfig(num_clients=3, num_rounds=2, partitioning="iid", seed=seed % 10_000)
     local = run_in_process(cfg)  # the reference (and a fast failure before any process starts)

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlsys_labs.federated.data import (label_histograms, load_digits_split, make_partitions,
-                                       partition_dirichlet, partition_iid, partition_pathological)
+from mlsys_labs.federated import (federation_digits, label_histograms, make_partitions, partition_dirichlet,
+                                  partition_iid, partition_pathological)
 
 pytestmark = pytest.mark.step(1)
 
@@ -76,7 +76,7 @@ def _skew(labels, parts):
 
 @pytest.mark.points(2)
 def test_dirichlet_alpha_controls_the_skew(seed):
-    _, y, _, _ = load_digits_split(0)
+    _, y, _, _ = federation_digits(0)
     skew = {}
     for alpha in (0.1, 1.0, 100.0):
         skew[alpha] = np.mean([_skew(y, partition_dirichlet(y, 10, alpha, np.random.default_rng(seed + i)))
@@ -89,7 +89,7 @@ def test_dirichlet_alpha_controls_the_skew(seed):
 @settings(max_examples=15, deadline=None)
 @given(k=st.integers(1, 4), num_partitions=st.integers(10, 16), seed=st.integers(0, 2**31 - 1))
 def test_pathological_gives_k_classes_each(k, num_partitions, seed):
-    _, y, _, _ = load_digits_split(0)
+    _, y, _, _ = federation_digits(0)
     parts = partition_pathological(y, num_partitions, k, np.random.default_rng(seed))
     classes_per_client = (label_histograms(y, parts) > 0).sum(axis=1)
     assert (classes_per_client == k).all(), f"classes per client {classes_per_client}, wanted {k}"
@@ -101,7 +101,7 @@ def test_pathological_with_fewer_clients_than_classes(rng):
     """K clients × k classes ≥ 10 classes with K < 10: the deal wraps around the class order,
     every class still has a holder, every client exactly k classes, and which client holds
     which classes is drawn from the rng."""
-    _, y, _, _ = load_digits_split(0)
+    _, y, _, _ = federation_digits(0)
     for num_partitions, k in [(5, 2), (4, 3), (3, 4), (2, 5), (7, 2), (4, 4)]:
         assignments = set()
         for _ in range(4):
@@ -138,7 +138,7 @@ def _contiguous_share(labels, parts, lo=3):
 def test_samples_of_a_class_are_shuffled_before_the_split(scheme, seed):
     """The data set lists samples in file order (by writer, for the digits): a client must get
     a random subset of a class, not the next run of it."""
-    _, y, _, _ = load_digits_split(0)
+    _, y, _, _ = federation_digits(0)
     parts = make_partitions(scheme, y, 7, seed)
     share, total = _contiguous_share(y, parts)
     assert total >= 5, f"{scheme}: too few mid-size chunks to judge ({total})"
@@ -149,7 +149,7 @@ def test_samples_of_a_class_are_shuffled_before_the_split(scheme, seed):
 def test_dirichlet_respects_the_minimum_partition_size(rng):
     """α = 0.1 over 10 clients often leaves a client nearly empty: such draws are redrawn,
     and an impossible minimum raises ValueError."""
-    _, y, _, _ = load_digits_split(0)
+    _, y, _, _ = federation_digits(0)
     for _ in range(3):
         parts = partition_dirichlet(y, 10, 0.1, np.random.default_rng(int(rng.integers(1 << 30))),
                                     min_partition_size=40)
@@ -164,7 +164,7 @@ def test_dirichlet_respects_the_minimum_partition_size(rng):
 @pytest.mark.hidden
 @pytest.mark.parametrize("scheme", ["iid", "dirichlet:0.3", "classes:2"])
 def test_partitioners_are_seeded(scheme, seed):
-    _, y, _, _ = load_digits_split(0)
+    _, y, _, _ = federation_digits(0)
     a = make_partitions(scheme, y, 10, seed)
     b = make_partitions(scheme, y, 10, seed)
     c = make_partitions(scheme, y, 10, seed + 1)

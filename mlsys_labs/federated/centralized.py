@@ -2,14 +2,14 @@
 in one place — the accuracy federated learning tries to reach without moving the data."""
 from __future__ import annotations
 
-from .data import load_digits_split
+from .data import federation_digits
 from .model import new_model
 from .train import evaluate, local_steps, train_local
 
 
 def train_centralized(epochs: int = 20, batch_size: int = 32, lr: float = 0.2, seed: int = 0) -> dict:
     """Train on the whole training split; returns per-epoch test accuracy."""
-    x, y, x_test, y_test = load_digits_split(seed)
+    x, y, x_test, y_test = federation_digits(seed)
     model = new_model(seed)
     history = []
     for epoch in range(1, epochs + 1):

@@ -20,47 +20,15 @@ import functools
 
 import numpy as np
 
-NUM_CLASSES = 10
+from mlsys_labs.common.datasets import NUM_CLASSES, load_digits_split, split_per_class
 
 
-def _bundled_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits (1797 × 64, labels 0–9), read from its CSV without
-    importing scikit-learn — that import costs seconds in every ClientApp process a
-    SuperNode starts.  Same data as ``sklearn.datasets.load_digits``."""
-    import importlib.util
-    from pathlib import Path
 
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("scikit-learn (which bundles the digits data set) is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / "digits.csv.gz"
-    table = np.loadtxt(path, delimiter=",", dtype=np.float64)
-    return table[:, :-1], table[:, -1].astype(np.int64)
-
-
-@functools.lru_cache(maxsize=4)
-def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
-    """(x_train, y_train, x_test, y_test): 8×8 digits as 64 standardized floats, and a
-    stratified held-out test set (the server's centralized evaluation uses it).
-
-    Pixels are standardized with the training split's per-pixel mean and std — in a
-    real federation these would be public constants agreed beforehand (like ImageNet's
-    normalisation), not statistics gathered from the clients."""
-    x, y = _bundled_digits()
-    x = (x / 16.0).astype(np.float32)
-    y = y.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    test = []
-    for c in range(NUM_CLASSES):
-        idx = np.flatnonzero(y == c)
-        rng.shuffle(idx)
-        test.append(idx[: int(round(test_fraction * len(idx)))])
-    test_idx = np.sort(np.concatenate(test))
-    train_mask = np.ones(len(y), dtype=bool)
-    train_mask[test_idx] = False
-    mean, std = x[train_mask].mean(axis=0), x[train_mask].std(axis=0) + 0.1
-    x = ((x - mean) / std).astype(np.float32)
-    return x[train_mask], y[train_mask], x[test_idx], y[test_idx]
+def federation_digits(seed: int = 0):
+    """(x_train, y_train, x_test, y_test): the digits as every party of the federation sees them —
+    standardized float32 features, and a stratified held-out test set (split per class with numpy,
+    ``common.datasets.split_per_class``) that the server's centralized evaluation uses."""
+    return load_digits_split(seed, standardize=True, dtype=np.float32, split=split_per_class)
 
 
 def partition_iid(labels: np.ndarray, num_partitions: int, rng: np.random.Generator) -> list[np.ndarray]:
@@ -156,6 +124,6 @@ def make_partitions(scheme: str, labels: np.ndarray, num_partitions: int, seed: 
 @functools.lru_cache(maxsize=64)
 def client_data(scheme: str, partition_id: int, num_partitions: int, seed: int):
     """(x, y) of one client — what a SuperNode would hold locally."""
-    x, y, _, _ = load_digits_split(seed)
+    x, y, _, _ = federation_digits(seed)
     parts = make_partitions(scheme, y, num_partitions, seed)
     return x[parts[partition_id]], y[parts[partition_id]]

@@ -32,7 +32,7 @@ from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from .config import FedConfig
-from .data import load_digits_split
+from .data import federation_digits
 from .model import DigitsMLP, from_record, get_weights, new_model, set_weights, to_record
 from .strategies import make_strategy
 from .train import evaluate
@@ -94,7 +94,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     stragglers = sorted(int(p) for p in rng.choice(pids, size=n_stragglers, replace=False))
     strategy = make_strategy(cfg.strategy, cfg.mu)
     weights = get_weights(new_model(cfg.seed))
-    _, _, x_test, y_test = load_digits_split(cfg.seed)
+    _, _, x_test, y_test = federation_digits(cfg.seed)
     model = DigitsMLP()
     rounds = []
     for rnd in range(1, cfg.num_rounds + 1):

@@ -7,19 +7,7 @@ from typing import Iterator
 
 import numpy as np
 
-
-def load_digits_split(seed: int = 0, test_fraction: float = 0.2):
-    """(x_train, y_train, x_test, y_test): float64 features in [0, 1] of shape (n, 64),
-    int64 labels.  The same seed gives the same split on every machine."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = (digits.data / 16.0).astype(np.float64)
-    y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    return x_train, y_train, x_test, y_test
+from mlsys_labs.common.datasets import load_digits_split  # noqa: F401  (the one digits loader, shared with lab 7)
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch_size: int,

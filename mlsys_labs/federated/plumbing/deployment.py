@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,9 +31,9 @@ import uuid
 from pathlib import Path
 
 from mlsys_labs.common.paths import state_dir
-from mlsys_labs.common.procs import free_port
+from mlsys_labs.common.procs import free_port, kill_group
 
-from .config import FedConfig
+from ..config import FedConfig
 from .environment import child_environment
 
 _BIN = Path(sys.executable).parent
@@ -154,7 +153,7 @@ class Deployment:
         """SIGTERM every process group we started, SIGKILL what is left after ``grace_s``."""
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)
+                kill_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
         for _, proc in self.procs:
             try:
@@ -162,11 +161,7 @@ class Deployment:
             except subprocess.TimeoutExpired:
                 pass
         for _, proc in self.procs:
-            _signal_group(proc.pid, signal.SIGKILL)  # the group: ServerApp/ClientApp children too
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            kill_group(proc)  # SIGKILL to the group: ServerApp/ClientApp children too
         # Flower starts its SuperExec helpers detached (a session of their own), out of reach
         # of the group signals above, and they may start a child while shutting down: sweep
         # by the run's FLWR_HOME until nothing carries it.
@@ -186,13 +181,6 @@ class Deployment:
         self.stop()
 
 
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def leftover_processes(marker: Path | str) -> list[int]:
     """Pids of live processes whose environment carries ``FLWR_HOME=<marker>`` (via /proc)."""
     needle = f"FLWR_HOME={marker}".encode()
@@ -208,15 +196,3 @@ def leftover_processes(marker: Path | str) -> list[int]:
         if state != "Z" and needle in environ.split(b"\0"):
             found.append(int(entry.name))
     return found
-
-
-def run_deployment(cfg: FedConfig, timeout_s: float = 300.0, keep_logs: bool = False) -> dict:
-    """Start a SuperLink and ``cfg.num_clients`` SuperNodes, run ``cfg``, stop everything."""
-    deployment = Deployment(cfg.num_clients)
-    try:
-        deployment.start()
-        return deployment.run(cfg, timeout_s=timeout_s)
-    finally:
-        deployment.stop()
-        if not keep_logs:
-            shutil.rmtree(deployment.workdir, ignore_errors=True)

@@ -22,8 +22,8 @@ import os
 import signal
 import time
 
-from ..common.procs import descendants
-from .config import FedConfig
+from ...common.procs import descendants
+from ..config import FedConfig
 from .environment import configure_environment
 
 
@@ -93,8 +93,8 @@ def run_in_process(cfg: FedConfig) -> dict:
     from flwr.common.constant import SUPERLINK_NODE_ID
     from flwr.supercore.task_identity import TaskIdentity
 
-    from .client_app import app as client_app
-    from .server_app import run_federation
+    from ..client_app import app as client_app
+    from ..server_app import run_federation
 
     # Messages are stamped with the sender's identity; Flower sets it per task process.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID
@@ -106,8 +106,8 @@ def run_flower_simulation(cfg: FedConfig, num_cpus: int = 2, verbose: bool = Fal
     configure_environment()
     from flwr.simulation import run_simulation
 
-    from .client_app import app as client_app
-    from .server_app import make_server_app
+    from ..client_app import app as client_app
+    from ..server_app import make_server_app
 
     history: dict = {}
     children_before = set(descendants(os.getpid()))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlsys_labs.common.paths import state_dir
 
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding mlsys_labs/
+_PACKAGE_ROOT = Path(__file__).resolve().parents[3]  # the folder holding mlsys_labs/
 
 
 def _ray_tmpdir() -> Path:

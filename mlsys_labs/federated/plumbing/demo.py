@@ -17,9 +17,9 @@ import time
 
 from mlsys_labs.common.paths import reports_dir
 
-from . import FedConfig
-from .centralized import train_centralized
-from .server_app import rounds_to_accuracy
+from ..config import FedConfig
+from ..centralized import train_centralized
+from ..server_app import rounds_to_accuracy
 
 SCENARIOS = {
     "IID · FedAvg": dict(partitioning="iid", strategy="fedavg"),
