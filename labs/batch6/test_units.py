@@ -40,7 +40,7 @@ def test_comm_counts_ring_bytes_and_calls_the_collective(monkeypatch, op):
     tag — all-reduce 2(N−1)/N of the tensor, reduce-scatter (N−1)/N of the input, all-gather
     (N−1)/N of the output — one call per collective, and the collective itself runs once on the
     caller's tensors, passing async_op through and returning its handle."""
-    import mlsys_labs.zero.comm as comm_module
+    from mlsys_labs.zero import comm as comm_module   # the module whose collectives the fakes replace
 
     seen = []
 
