@@ -120,3 +120,16 @@ def test_a_starter_copy_is_the_learners_own(toy_repo, tmp_path):
 def test_bad_step_is_a_one_line_error():
     proc = run_cli("run", "1", "--step", "two")
     assert proc.returncode == 2 and "--step two" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command, option", [("serve", "--port"), ("bench-serve", "--rates")])
+def test_forwarding_commands_show_their_own_options(command, option):
+    """``serve`` and ``bench-serve`` hand every argument, ``--help`` included, to lab 5's parsers."""
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert f"usage: mlsys-labs {command}" in proc.stdout and option in proc.stdout, proc.stdout
+
+
+def test_unknown_option_of_a_command_is_a_usage_error():
+    proc = run_cli("report", "--no-such-option")
+    assert proc.returncode == 2 and "unrecognised arguments: --no-such-option" in proc.stderr
