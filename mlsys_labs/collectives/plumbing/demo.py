@@ -60,6 +60,17 @@ def main(argv: list[str]) -> int:
     sgd = run_mpi(args.sgd_ranks, ["-m", "mlsys_labs.collectives.sgd", "--steps", "30"], timeout=600,
                   hostfile=args.hostfile)
     steps.update()
+    paths += _crossover(args, out_dir, steps)
+    steps.close()
+
+    _print_figures(report, table, out_dir)
+    print(sgd.stdout.strip() or sgd.stderr[-2000:])
+    print("plots: " + ", ".join(str(p) for p in paths))
+    return 0 if sgd.returncode == 0 else sgd.returncode
+
+
+def _crossover(args, out_dir: Path, steps) -> list[Path]:
+    """With ``--sweep-ranks``: an allreduce sweep at each p, and the crossover plot."""
     crossover = []
     for p in [int(v) for v in args.sweep_ranks.split(",") if v]:
         steps.set_postfix_str(f"allreduce sweep on {p} ranks")
@@ -73,10 +84,11 @@ def main(argv: list[str]) -> int:
                 (out_dir / f"osu_allreduce_p{p}.md").write_text(format_table(crossover[-1]["rows"]))
             else:
                 print(swept.stderr[-2000:])
-    if crossover:
-        paths.append(plot_crossover(crossover, out_dir))
-    steps.close()
+    return [plot_crossover(crossover, out_dir)] if crossover else []
 
+
+def _print_figures(report: dict, table: str, out_dir: Path) -> None:
+    """The sweep's table, the calibration, auto's picks, the lab's figures; model_pP.md."""
     s = summarize(report)
     params = report["params"]
     print(table)
@@ -92,10 +104,7 @@ def main(argv: list[str]) -> int:
     print(f"cost model |error| at ≥ 64 KiB, allreduce: worst {s['model_error_allreduce_worst']:.2f}, "
           f"median {s['model_error_allreduce_median']:.2f}  (target ≤ 0.3); of it, worst: the α-β lines "
           f"{s['line_error_allreduce_worst']:.2f}, beyond the measured steps {s['steps_error_allreduce_worst']:.2f}")
-    (out_dir / f"model_p{args.ranks}.md").write_text(format_decomposition(s["model_decomposition"]))
-    print(sgd.stdout.strip() or sgd.stderr[-2000:])
-    print("plots: " + ", ".join(str(p) for p in paths))
-    return 0 if sgd.returncode == 0 else sgd.returncode
+    (out_dir / f"model_p{report['p']}.md").write_text(format_decomposition(s["model_decomposition"]))
 
 
 def _params(d: dict):
