@@ -238,7 +238,8 @@ def test_metrics_in_prometheus_format(client, server):
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     m = metric_lines(r.text)
-    for name in ["num_requests_running", "num_requests_waiting", "kv_cache_usage_ratio", "prefix_cache_hit_rate"]:
+    for name in ["num_requests_running", "num_requests_waiting", "kv_cache_usage_ratio", "prefix_cache_hit_rate",
+                 "spec_decode_acceptance_rate", "spec_decode_tokens_per_step"]:
         assert f'mlsys_serving_{name}{{model="tiny-llama"}}' in m, name
     for hist in ["time_to_first_token_seconds", "time_per_output_token_seconds"]:
         buckets = [v for k, v in m.items() if k.startswith(f"mlsys_serving_{hist}_bucket")]

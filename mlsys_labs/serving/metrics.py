@@ -49,7 +49,8 @@ class EngineMetrics:
     tpot: Histogram = field(default_factory=lambda: Histogram(TPOT_BUCKETS))
 
     def render(self, *, running: int, waiting: int, kv_usage: float, prefix_hit_rate: float,
-               preemptions: int, model: str) -> str:
+               preemptions: int, model: str, spec=None) -> str:
+        """``spec``: the engine's ``SpeculativeStats`` (vLLM's ``spec_decode_*`` metrics), if any."""
         p = "mlsys_serving"
         rows = [
             ("gauge", "num_requests_running", "Sequences running on the engine", running),
@@ -64,6 +65,15 @@ class EngineMetrics:
             ("counter", "request_failed_total", "Requests failed by an error", self.requests_failed),
             ("counter", "num_preemptions_total", "Sequences preempted (recomputation)", preemptions),
         ]
+        if spec is not None:
+            rows += [
+                ("counter", "spec_decode_num_drafts_total", "Verification passes with a guess", spec.num_drafts),
+                ("counter", "spec_decode_num_draft_tokens_total", "Guessed tokens verified", spec.num_draft_tokens),
+                ("counter", "spec_decode_num_accepted_tokens_total", "Guessed tokens accepted",
+                 spec.num_accepted_tokens),
+                ("gauge", "spec_decode_acceptance_rate", "Accepted over verified guesses", spec.acceptance_rate),
+                ("gauge", "spec_decode_tokens_per_step", "Tokens per verification pass", spec.tokens_per_step),
+            ]
         out = []
         for kind, name, help_, value in rows:
             out += [f"# HELP {p}_{name} {help_}", f"# TYPE {p}_{name} {kind}", f'{p}_{name}{{model="{model}"}} {value}']

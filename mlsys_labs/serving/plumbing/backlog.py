@@ -12,23 +12,64 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import resource
+import contextlib
 import statistics
+import subprocess
+import sys
 import time
+from dataclasses import dataclass
 
 import httpx
 
-from ..config import EngineConfig
-from ..engine import LLMEngine
-from .server import MAX_NUM_QUEUED_REQS, ServerThread
+from ...common.procs import free_port, kill_group
 
 
-def rss_mib() -> float:
-    with open("/proc/self/status") as f:
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return float("nan")
+
+
+@dataclass
+class Server:
+    """``mlsys-labs serve`` in its own process (the client's event loop must not share its GIL)."""
+
+    proc: subprocess.Popen
+    url: str
+
+    def gauge(self, name: str) -> float:
+        text = httpx.get(self.url + "/metrics", timeout=60).text
+        return float(next(line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(f"mlsys_serving_{name}{{")))
+
+    def settle(self, timeout: float = 300.0) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            if self.gauge("num_requests_running") == 0 and self.gauge("num_requests_waiting") == 0:
+                return
+            time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def serving(max_queued: int):
+    port = free_port()
+    cmd = [sys.executable, "-m", "mlsys_labs.cli", "serve", "--port", str(port), "--max-num-seqs", "16",
+           "--max-num-queued-reqs", str(max_queued)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    srv = Server(proc, f"http://127.0.0.1:{port}")
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 120:
+            try:
+                if httpx.get(srv.url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        httpx.post(srv.url + "/v1/completions", json={"prompt": "warm up", "max_tokens": 2}, timeout=60)
+        yield srv
+    finally:
+        kill_group(proc)
 
 
 async def _flood(c: httpx.AsyncClient, n: int, max_tokens: int = 4) -> list[asyncio.Task]:
@@ -36,58 +77,76 @@ async def _flood(c: httpx.AsyncClient, n: int, max_tokens: int = 4) -> list[asyn
     return [asyncio.create_task(c.post("/v1/completions", json=body)) for _ in range(n)]
 
 
-async def _wait_for_backlog(engine: LLMEngine, n: int, timeout: float = 60.0) -> None:
+async def _waiting(c: httpx.AsyncClient) -> float:
+    text = (await c.get("/metrics")).text
+    return float(next(line.rsplit(" ", 1)[1] for line in text.splitlines()
+                      if line.startswith("mlsys_serving_num_requests_waiting{")))
+
+
+async def _wait_for_backlog(c: httpx.AsyncClient, n: int, timeout: float = 120.0) -> float:
     t0 = time.monotonic()
-    while len(engine.scheduler.waiting) < n and time.monotonic() - t0 < timeout:
-        await asyncio.sleep(0.05)
+    while (waiting := await _waiting(c)) < n and time.monotonic() - t0 < timeout:
+        await asyncio.sleep(0.2)
+    return waiting
 
 
-async def metrics_under_backlog(srv: ServerThread, backlog: int, probes: int = 20) -> dict:
+_PROBE = """
+import statistics, sys, time, httpx
+url, what, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with httpx.Client(base_url=url, timeout=600) as c:
+    if what == "metrics":
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter(); c.get("/metrics"); times.append(time.perf_counter() - t0); time.sleep(0.05)
+        print(1e3 * statistics.median(times), 1e3 * max(times))
+    else:
+        body = {"prompt": "a stream", "max_tokens": n, "ignore_eos": True, "stream": True}
+        stamps = []
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    stamps.append(time.perf_counter())
+        print(1e3 * statistics.median([b - a for a, b in zip(stamps, stamps[1:])]))
+"""
+
+
+async def _probe(url: str, what: str, n: int) -> list[float]:
+    """Measured from another process, so the flooding client's event loop cannot delay it."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _PROBE, url, what, str(n),
+                                                stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    return [float(x) for x in out.split()]
+
+
+async def metrics_under_backlog(srv: Server, backlog: int, probes: int = 20) -> dict:
     limits = httpx.Limits(max_connections=backlog + 10)
     async with httpx.AsyncClient(base_url=srv.url, timeout=600, limits=limits) as c:
         tasks = await _flood(c, backlog)
-        await _wait_for_backlog(srv.engine, backlog - 2 * srv.engine.cfg.max_num_seqs)
-        waiting = len(srv.engine.scheduler.waiting)
-        times = []
-        for _ in range(probes):
-            t0 = time.perf_counter()
-            r = await c.get("/metrics")
-            times.append(time.perf_counter() - t0)
-            assert r.status_code == 200
-            await asyncio.sleep(0.05)
+        waiting = await _wait_for_backlog(c, backlog - 32)
+        median, worst = await _probe(srv.url, "metrics", probes)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"waiting_at_probe": waiting, "metrics_ms_median": 1e3 * statistics.median(times),
-            "metrics_ms_max": 1e3 * max(times)}
+    return {"waiting_at_probe": waiting, "metrics_ms_median": median, "metrics_ms_max": worst}
 
 
-async def _stream_itl(c: httpx.AsyncClient, tokens: int) -> float:
-    body = {"prompt": "a stream", "max_tokens": tokens, "ignore_eos": True, "stream": True}
-    stamps = []
-    async with c.stream("POST", "/v1/completions", json=body) as r:
-        async for line in r.aiter_lines():
-            if line.startswith("data: {"):
-                stamps.append(time.perf_counter())
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    return statistics.median(gaps)
-
-
-async def stream_beside_queued(srv: ServerThread, queued: int, tokens: int = 64) -> dict:
-    """ITL of one stream alone, then with ``queued`` requests waiting behind a full batch."""
+async def stream_beside_queued(srv: Server, queued: int, tokens: int = 64) -> dict:
+    """Median ITL of one stream alone, then of one running while ``queued`` requests wait."""
+    alone, = await _probe(srv.url, "stream", tokens)
     limits = httpx.Limits(max_connections=queued + 10)
     async with httpx.AsyncClient(base_url=srv.url, timeout=600, limits=limits) as c:
-        alone = await _stream_itl(c, tokens)
-        tasks = await _flood(c, queued, max_tokens=2000 // max(1, queued))
-        await _wait_for_backlog(srv.engine, queued // 2)
-        beside = await _stream_itl(c, tokens)
+        stream = asyncio.create_task(_probe(srv.url, "stream", 4 * tokens))
+        await asyncio.sleep(1.0)                    # the stream runs first; the queue fills behind it
+        tasks = await _flood(c, queued, max_tokens=4)
+        beside, = await stream
+        waiting = await _waiting(c)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return {"itl_ms_alone": 1e3 * alone, "itl_ms_beside_queued": 1e3 * beside, "queued": queued}
+    return {"itl_ms_alone": alone, "itl_ms_beside_queued": beside, "queued": queued, "waiting_at_end": waiting}
 
 
-async def burst(srv: ServerThread, n: int) -> dict:
+async def burst(srv: Server, n: int) -> dict:
     limits = httpx.Limits(max_connections=n + 10)
     async with httpx.AsyncClient(base_url=srv.url, timeout=600, limits=limits) as c:
         t0 = time.perf_counter()
@@ -102,30 +161,23 @@ async def burst(srv: ServerThread, n: int) -> dict:
             "503_seconds_median": statistics.median(busy) if busy else None}
 
 
-def _settle(srv: ServerThread, timeout: float = 120.0) -> None:
-    t0 = time.monotonic()
-    while (srv.engine.has_unfinished() or srv.aengine.streams) and time.monotonic() - t0 < timeout:
-        time.sleep(0.1)
-    srv.engine.block_manager.assert_all_free()
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--backlog", type=int, default=2000)
     p.add_argument("--queued", type=int, default=1000)
+    p.add_argument("--bound", type=int, default=256, help="the queue bound of the burst run")
     args = p.parse_args(argv)
-    cfg = EngineConfig(num_blocks=1024, max_num_seqs=16)
-    engine = LLMEngine.from_pretrained(None, cfg)
-    with ServerThread(engine, max_num_queued_reqs=args.backlog + 100) as srv:
-        baseline = rss_mib()
-        print("metrics under backlog:", asyncio.run(metrics_under_backlog(srv, args.backlog)))
-        _settle(srv)
-        print("stream beside queued:", asyncio.run(stream_beside_queued(srv, args.queued)))
-        _settle(srv)
-        srv.aengine.max_num_queued_reqs = MAX_NUM_QUEUED_REQS // 4
-        print("burst against the bound", srv.aengine.max_num_queued_reqs, ":", asyncio.run(burst(srv, args.backlog)))
-        _settle(srv)
-        print(f"memory: {baseline:.0f} MiB before, {rss_mib():.0f} MiB after; every block free")
+    with serving(args.backlog + 100) as srv:
+        print("metrics under backlog:", asyncio.run(metrics_under_backlog(srv, args.backlog)), flush=True)
+        srv.settle()
+        print("stream beside queued:", asyncio.run(stream_beside_queued(srv, args.queued)), flush=True)
+    with serving(args.bound) as srv:
+        baseline = rss_mib(srv.proc.pid)
+        print(f"burst against the bound {args.bound}:", asyncio.run(burst(srv, args.backlog)), flush=True)
+        srv.settle()
+        kv = srv.gauge("kv_cache_usage_ratio")
+        print(f"server memory: {baseline:.0f} MiB before the burst, {rss_mib(srv.proc.pid):.0f} MiB after; "
+              f"KV-cache usage after: {kv}")
     return 0
 
 

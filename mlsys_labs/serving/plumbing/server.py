@@ -396,7 +396,7 @@ def _add_info_routes(app: FastAPI, engine: LLMEngine, model_name: str) -> None:
         text = engine.metrics.render(running=len(s.running), waiting=len(s.waiting),
                                      kv_usage=engine.block_manager.usage(),
                                      prefix_hit_rate=engine.block_manager.stats.hit_rate,
-                                     preemptions=s.num_preemptions, model=model_name)
+                                     preemptions=s.num_preemptions, model=model_name, spec=engine.spec_stats)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
 
