@@ -79,7 +79,7 @@ def test_mismatched_calls_raise_on_every_rank(mpi_group, group, p):
 @pytest.mark.parametrize("p", RANKS[1:])
 @pytest.mark.parametrize("group", [group("calibration", 6, 0.25)])
 def test_cost_model_calibration(mpi_group, group, p):
-    """α, β by ping-pong and γ by a local reduction: finite, and the same on every rank."""
+    """Eager and rendezvous α, β by exchanges and γ by a local reduction: finite, and the same on every rank."""
     mpi_group(p, group)
 
 
