@@ -415,9 +415,11 @@ def check_calibration(comm, rng, algorithm=None):
         params = C.calibrate(comm, sizes=(8, 4096, 65536, 2**20, 2**22), iterations=5)
         values_ = (params.alpha, params.beta, params.gamma, params.alpha_rndv, params.beta_rndv,
                    params.rendezvous_from)
-        # eager messages cost about the same at 8 B and 4 KiB: their β may fit to 0; the
-        # rendezvous line's β (64 KiB … 4 MiB) and γ may not
-        if not all(np.isfinite(v) and v >= 0 for v in values_[:5]) or params.beta_rndv <= 0 or params.gamma <= 0:
+        # either term of a line may fit to 0 (eager messages cost about the same at 8 B and
+        # 4 KiB; on a loaded machine the scheduler's wait swamps β), but not both, nor γ
+        lines_cost = (params.alpha + 4096 * params.beta, params.alpha_rndv + 2**22 * params.beta_rndv)
+        if (not all(np.isfinite(v) and v >= 0 for v in values_[:5]) or min(lines_cost) <= 0
+                or params.gamma <= 0 or params.rendezvous_from is None):
             raise AssertionError(f"implausible calibration {params}")
         if len({repr(v) for v in comm.allgather(values_)}) != 1:
             raise AssertionError(f"ranks got different parameters: {comm.allgather(values_)}")

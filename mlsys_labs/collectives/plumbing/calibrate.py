@@ -4,10 +4,10 @@ assumes, measured the way the collectives use it).
 - **α, β, per protocol.**  Every step of our allreduces is an *exchange*: both ranks of a
   pair send and receive at once (``Sendrecv``); the model charges such a step α + n·β
   (Thakur et al. 2005, §2 assume full-duplex links).  So the link is timed as that exchange
-  between ranks 0 and 1, and beside it the one-way ping-pong of the textbook (reported,
-  not used: on one machine a "link" is a core copying memory, and two copies at once are
-  not free).  Sizes below MPICH's eager threshold fit the eager line, sizes from it on the
-  rendezvous line (:func:`rendezvous_threshold`), each with ``costmodel.fit_alpha_beta``.
+  between ranks 0 and 1, not as the textbook's one-way ping-pong (on one machine a "link"
+  is a core copying memory, and two copies at once are not free).  Sizes below MPICH's
+  eager threshold fit the eager line, sizes from it on the rendezvous line
+  (:func:`rendezvous_threshold`), each with ``costmodel.fit_alpha_beta``.
 - **γ** is ``np.add(acc, incoming, out=acc)`` on float64 — the reduction the collectives
   run (``ops.reduce_into``) — timed at a given size (:func:`time_reduction`): a few
   hundred KiB stay in cache, tens of MiB do not, and γ differs by 2–3× between them.
@@ -42,10 +42,9 @@ def rendezvous_threshold() -> int:
 
 @dataclass(frozen=True)
 class LinkTimes:
-    """Median seconds per size of a one-way message and of a two-way exchange."""
+    """Median seconds per size of a two-way exchange (both ranks send and receive at once)."""
 
     sizes: tuple[int, ...]
-    one_way: tuple[float, ...]
     exchange: tuple[float, ...]
 
 
@@ -57,40 +56,23 @@ def _exchange_once(comm, send: np.ndarray, recv: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
-def _one_way_once(comm, send: np.ndarray, recv: np.ndarray) -> float:
-    """Half a round trip, timed on rank 0 (rank 1 reports 0)."""
-    comm.Barrier()
-    t0 = time.perf_counter()
-    if comm.Get_rank() == 0:
-        comm.Send(send, dest=1, tag=77)
-        comm.Recv(recv, source=1, tag=77)
-        return (time.perf_counter() - t0) / 2
-    comm.Recv(recv, source=0, tag=77)
-    comm.Send(send, dest=0, tag=77)
-    return 0.0
-
-
 def measure_links(comm, sizes=LINK_SIZES, repeats: int = 15, warmup: int = 2) -> LinkTimes:
-    """One-way (rank 0's clock) and exchange (the slower rank's) medians between ranks 0
-    and 1; the other ranks only wait.  Every rank gets the same LinkTimes."""
+    """Exchange medians between ranks 0 and 1 (each repetition's slower rank); the other
+    ranks only wait.  Every rank gets the same LinkTimes."""
     pair = comm.Split(0 if comm.Get_rank() < 2 else 1, comm.Get_rank())
-    one_way = {n: [] for n in sizes}
     exchange = {n: [] for n in sizes}
     if comm.Get_rank() < 2:
         bufs = {n: (np.ones(n, np.uint8), np.zeros(n, np.uint8)) for n in sizes}
         for rep in range(warmup + repeats):
             for n in sizes:
-                ow = _one_way_once(pair, *bufs[n])
                 ex = _exchange_once(pair, *bufs[n])
                 if rep >= warmup:
-                    one_way[n].append(ow)
                     exchange[n].append(ex)
         exchange = {n: [max(a, b) for a, b in zip(*pair.allgather(t))] for n, t in exchange.items()}
     pair.Free()
     times = None
     if comm.Get_rank() == 0:
-        times = LinkTimes(tuple(sizes), tuple(float(np.median(one_way[n])) for n in sizes),
-                          tuple(float(np.median(exchange[n])) for n in sizes))
+        times = LinkTimes(tuple(sizes), tuple(float(np.median(exchange[n])) for n in sizes))
     return comm.bcast(times, root=0)
 
 
@@ -180,7 +162,7 @@ def predict_rows(rows: list[dict], steps: dict[tuple[str, int], float], p: int) 
     from ..costmodel import terms
 
     sizes = sorted(m for kind, m in steps if kind == "exchange")
-    links = LinkTimes(tuple(sizes), tuple(0.0 for _ in sizes), tuple(steps[("exchange", m)] for m in sizes))
+    links = LinkTimes(tuple(sizes), tuple(steps[("exchange", m)] for m in sizes))
     gamma_of = {m: steps[("reduce", m)] / max(8, m // 8 * 8) for kind, m in steps if kind == "reduce"}
     params = fit_protocols(links, rendezvous_threshold(), gamma_of[max(gamma_of)] if gamma_of else 0.0)
     for row in rows:
