@@ -556,6 +556,14 @@ MUTANTS = [
         tests=(CKPT + "::test_tokenizer_ids_text_and_chat_template_match_transformers",),
     ),
     Mutant(
+        name="chat-template-double-bos",
+        file=S + "tokenizer.py",
+        old="        return self.encode(text, add_bos=False)\n",
+        new="        return self.encode(text, add_bos=True)\n",
+        why="encodes the rendered chat template with special tokens: the template's own BOS comes twice",
+        tests=(CKPT + "::test_tokenizer_ids_text_and_chat_template_match_transformers",),
+    ),
+    Mutant(
         name="spec-accepts-one-past-the-mismatch",
         file=S + "engine.py",
         old="accepted[seq] = choice[1:n_ok + 1]",
