@@ -231,7 +231,7 @@ def _parse_sampling(body: dict, vocab_size: int) -> SamplingParams:
     return SamplingParams(
         temperature=float(_in_range(body, "temperature", 0, 2, 1.0)), top_p=float(top_p), top_k=max(top_k, 0),
         min_p=float(_in_range(body, "min_p", 0, 1, 0.0)), n=_in_range(body, "n", 1, MAX_N, 1, integer=True),
-        seed=_get(body, "seed", _is_int, "an integer", None), stop=_parse_stop(body), stop_token_ids=list(stop_ids),
+        seed=_in_range(body, "seed", -2**63, 2**64 - 1, None, integer=True), stop=_parse_stop(body), stop_token_ids=list(stop_ids),
         ignore_eos=_get(body, "ignore_eos", lambda v: isinstance(v, bool), "a boolean", False),
         presence_penalty=float(_in_range(body, "presence_penalty", -2, 2, 0.0)),
         frequency_penalty=float(_in_range(body, "frequency_penalty", -2, 2, 0.0)),
