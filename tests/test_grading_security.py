@@ -288,7 +288,7 @@ def _hang(*a, **k):
                 break
     while True:
         pass
-_t.unbroadcast = _hang
+_t.unbroadcast = unbroadcast = _hang   # the module and the package API (tests import the latter)
 """
 
 MEMORY_HOG = """
@@ -310,7 +310,7 @@ _LEAK = "LEAK " + repr(dict(os.environ)) + "".join(_found)
 import mlsys_labs.nn.tensor as _t
 def _leak(*a, **k):
     raise RuntimeError(_LEAK)
-_t.unbroadcast = _leak
+_t.unbroadcast = unbroadcast = _leak   # the module and the package API (tests import the latter)
 """
 
 FORK_BOMB = """
