@@ -25,7 +25,9 @@ the sums, vectorises the k loop, and keeps all MR*NR accumulators in vector regi
 ``k = numba.njit(fastmath=True)(micro_kernel_4x4.py_func)``, call it once, and look for
 ``vfmadd231ps`` on ``%zmm`` registers in ``next(iter(k.inspect_asm().values()))``).  The
 outer-product form with an ``acc = np.zeros((MR, NR))`` array spilled the accumulators
-to memory here (about 6x slower).
+to memory here (about 6x slower); with named scalar accumulators it needs LLVM's SLP
+vectoriser, which numba leaves off by default (``NUMBA_SLP_VECTORIZE=0``) — lab 2's README
+(Figures) measures what that form would gain.
 """
 from __future__ import annotations
 
