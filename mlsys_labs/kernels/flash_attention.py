@@ -427,7 +427,9 @@ def flash_attention_backward(q, k, v, o, lse, do, *, causal: bool = False, sm_sc
         raise ValueError("flash_attention_backward: o, do must match q's shape and lse must be (B, H, N)")
     B, H, N, d = q.shape
     sm_scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
-    (q, dq), (k, dk), (v, dv) = _with_grad_buffer("dq", q, dq), _with_grad_buffer("dk", k, dk), _with_grad_buffer("dv", v, dv)
+    q, dq = _with_grad_buffer("dq", q, dq)
+    k, dk = _with_grad_buffer("dk", k, dk)
+    v, dv = _with_grad_buffer("dv", v, dv)
     strides = _strides(q, k, v, do)
     # BEGIN SOLUTION [step 6] hint: D_i = rowsum(dO ∘ O) in float32 (contiguous, like the LSE), then launch the dK/dV and the dQ kernels
     delta = (do.float() * o.float()).sum(-1).contiguous()
