@@ -65,13 +65,14 @@ def run_both(new_engine, prompts, params, **cfg):
 
 
 @pytest.mark.points(2)
-@pytest.mark.parametrize("case", ["roomy", "tight-budget", "small-cache"])
+@pytest.mark.parametrize("case", ["roomy", "tight-budget", "budget-2", "small-cache"])
 def test_engine_output_is_identical_with_speculation(new_engine, rng, case):
     """A batch of greedy requests with different lengths, stop strings and a shared prefix:
     identical output with speculation on; guesses were verified and some accepted (the counts
     add up); under a small cache sequences were preempted and still came out the same."""
     cfg = {"roomy": dict(num_blocks=96),
            "tight-budget": dict(num_blocks=96, max_num_batched_tokens=9),
+           "budget-2": dict(num_blocks=96, max_num_batched_tokens=2),     # every guess past the first is cut
            "small-cache": dict(num_blocks=14, block_size=8, max_num_batched_tokens=64)}[case]
     shared = rng.integers(0, 256, 20).tolist()
     prompts = repetitive_prompts(rng, 6, shared)
