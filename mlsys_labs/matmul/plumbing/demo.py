@@ -40,18 +40,7 @@ def best_seconds(fn, repeats: int) -> float:
     return best
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="mlsys-labs run 2", description=__doc__)
-    p.add_argument("--n", type=int, default=960, help="matrix size for the fast variants (default 960)")
-    p.add_argument("--naive-n", type=int, default=320, help="matrix size for naive i-j-k (default 320)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--repeats", type=int, default=3)
-    args = p.parse_args(argv)
-    dtype = np.dtype(args.dtype)
-    dt = "fp32" if dtype == np.float32 else "fp64"
-    n, n0 = args.n, args.naive_n
-    print(f"Lab 2 — cache-aware matmul on {machine_name()}  ({args.dtype}, n={n}; naive at n={n0})")
-
+def _show_ceilings(dt: str) -> tuple[dict, dict]:
     print("\n[1/5] ceilings (measured, not read from cpuinfo)")
     ceil1 = measure_ceilings(threads=1, refresh=True)
     ceil2 = measure_ceilings(threads=2, refresh=True)
@@ -60,12 +49,11 @@ def main(argv: list[str]) -> int:
               f"BLAS {c[f'blas_flops_{dt}'] / 1e9:.1f} GFLOP/s, triad DRAM {c['bandwidth_bytes'] / 1e9:.1f} GB/s, "
               f"L3 {c['bandwidth_l3_bytes'] / 1e9:.1f} GB/s, "
               f"ridge {c[f'peak_flops_{dt}'] / c['bandwidth_bytes']:.1f} FLOP/byte")
+    return ceil1, ceil2
 
-    print("\n[2/5] autotuning the packed kernel (1 thread; cached in .mlsys/lab2/autotune.json)")
-    with pinned_threads(1):
-        cfg = autotune(dtype, n=480, progress=True)
-    print(f"  chose MC={cfg.mc} KC={cfg.kc} NC={cfg.nc} MR x NR={cfg.mr}x{cfg.nr}")
 
+def _time_steps(n: int, n0: int, dtype, cfg, repeats: int) -> list[tuple]:
+    """(step, threads, n, our GFLOP/s, BLAS GFLOP/s) for every step against numpy's BLAS."""
     print("\n[3/5] every step against numpy's BLAS (same thread count)")
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((n, n)).astype(dtype), rng.standard_normal((n, n)).astype(dtype)
@@ -75,19 +63,22 @@ def main(argv: list[str]) -> int:
         ("naive i-j-k", 1, n0, lambda: matmul_naive(a0, b0), lambda: a0 @ b0, 1),
         ("loop order i-k-j", 1, n, lambda: matmul_loop_order(a, b, out=out), lambda: a @ b, 1),
         ("blocked", 1, n, lambda: matmul_blocked(a, b, out=out), lambda: a @ b, 1),
-        ("packed", 1, n, lambda: matmul_packed(a, b, out=out, config=cfg), lambda: a @ b, args.repeats),
-        ("threaded", 2, n, lambda: matmul_threaded(a, b, out=out, config=cfg, threads=2), lambda: a @ b, args.repeats),
+        ("packed", 1, n, lambda: matmul_packed(a, b, out=out, config=cfg), lambda: a @ b, repeats),
+        ("threaded", 2, n, lambda: matmul_threaded(a, b, out=out, config=cfg, threads=2), lambda: a @ b, repeats),
     ]
     rows = []
     for name, threads, size, ours, blas, reps in tqdm(steps, desc="timing"):
         with pinned_threads(threads):
             t_ours = best_seconds(ours, reps)
-            t_blas = best_seconds(blas, args.repeats)
+            t_blas = best_seconds(blas, repeats)
         rows.append((name, threads, size, 2.0 * size**3 / t_ours / 1e9, 2.0 * size**3 / t_blas / 1e9))
     print(f"  {'step':18s} {'threads':>7s} {'n':>5s} {'GFLOP/s':>8s} {'BLAS':>8s} {'ours/BLAS':>9s}")
     for name, threads, size, g, gb in rows:
         print(f"  {name:18s} {threads:7d} {size:5d} {g:8.1f} {gb:8.1f} {g / gb:9.2f}")
+    return rows
 
+
+def _show_cache_misses() -> None:
     print("\n[4/5] cache misses, LRU simulator: n=64 float64, 8 KiB 4-way cache, 64 B lines, 16x16 tiles")
     table = miss_table(64, 8, CacheConfig(8 * 1024, 4, 64), tile=16)
     for name, row in table.items():
@@ -95,6 +86,8 @@ def main(argv: list[str]) -> int:
     print("  perf stat hardware counters: " + ("available (see cachesim.perf_counters)" if perf_available()
                                                else "not available on this machine (VM exposes no PMU)"))
 
+
+def _plot_roofline(rows, n: int, n0: int, dtype, dt: str, cfg, ceilings: tuple[dict, dict]) -> None:
     print("\n[5/5] roofline")
     s = dtype.itemsize
     ai = {"naive i-j-k": roofline.arithmetic_intensity("naive", n0, n0, n0, s),
@@ -106,7 +99,28 @@ def main(argv: list[str]) -> int:
               for name, threads, size, g, gb in rows]
     points.append({"label": "BLAS (1t)", "intensity": roofline.arithmetic_intensity("blas", n, n, n, s),
                    "gflops": rows[3][4]})
-    path = plot_roofline(points, ceil1, reports_dir("lab2") / f"roofline_{dt}.png", dtype=dt,
-                                  more_ceilings=ceil2, title=f"Roofline, {dt}, {machine_name()}")
+    path = plot_roofline(points, ceilings[0], reports_dir("lab2") / f"roofline_{dt}.png", dtype=dt,
+                         more_ceilings=ceilings[1], title=f"Roofline, {dt}, {machine_name()}")
     print(f"  saved {path}")
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="mlsys-labs run 2", description=__doc__)
+    p.add_argument("--n", type=int, default=960, help="matrix size for the fast variants (default 960)")
+    p.add_argument("--naive-n", type=int, default=320, help="matrix size for naive i-j-k (default 320)")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    dtype = np.dtype(args.dtype)
+    dt = "fp32" if dtype == np.float32 else "fp64"
+    n, n0 = args.n, args.naive_n
+    print(f"Lab 2 — cache-aware matmul on {machine_name()}  ({args.dtype}, n={n}; naive at n={n0})")
+    ceilings = _show_ceilings(dt)
+    print("\n[2/5] autotuning the packed kernel (1 thread; cached in .mlsys/lab2/autotune.json)")
+    with pinned_threads(1):
+        cfg = autotune(dtype, n=480, progress=True)
+    print(f"  chose MC={cfg.mc} KC={cfg.kc} NC={cfg.nc} MR x NR={cfg.mr}x{cfg.nr}")
+    rows = _time_steps(n, n0, dtype, cfg, args.repeats)
+    _show_cache_misses()
+    _plot_roofline(rows, n, n0, dtype, dt, cfg, ceilings)
     return 0
