@@ -19,15 +19,14 @@ STEPS, BATCH, P = 12, 64, 3
 def serial_training(seed: int) -> tuple[list[np.ndarray], list[float]]:
     """The same schedule on one process: the mean loss over each whole global batch
     (returns the final weights and the loss of each step)."""
-    from mlsys_labs.collectives.sgd import batch_schedule
-    from mlsys_labs.nn import MLP, SGD, Tensor, cross_entropy
-    from mlsys_labs.nn.data import load_digits_split
+    from mlsys_labs.collectives import sgd   # the module whole: exporting it would import lab 1 in every MPI rank
+    from mlsys_labs.nn import MLP, SGD, Tensor, cross_entropy, load_digits_split
 
     x, y, _, _ = load_digits_split(seed=0)
     model = MLP([64, 32, 10], seed=seed)
     opt = SGD(model.parameters(), lr=0.2, momentum=0.9)
     losses = []
-    for idx in batch_schedule(len(x), BATCH, STEPS, seed):
+    for idx in sgd.batch_schedule(len(x), BATCH, STEPS, seed):
         opt.zero_grad()
         loss = cross_entropy(model(Tensor(x[idx])), y[idx])
         loss.backward()
@@ -87,7 +86,7 @@ def test_gradients_travel_in_one_flat_buffer_through_the_given_allreduce(seed):
     buffer holding every parameter's gradient, and what it returns is what the optimizer
     uses — a stand-in that returns zeros leaves the weights at their initial values, the
     identity gives serial training."""
-    from mlsys_labs.collectives.sgd import train_data_parallel
+    from mlsys_labs.collectives import sgd
     from mlsys_labs.nn import MLP
 
     seed, steps = seed % 1000, 3
@@ -99,13 +98,13 @@ def test_gradients_travel_in_one_flat_buffer_through_the_given_allreduce(seed):
         calls.append((np.shape(flat), np.asarray(flat).dtype))
         return np.zeros_like(flat)
 
-    weights, _ = train_data_parallel(OneRank(), zeros, steps=steps, batch_size=BATCH, seed=seed)
+    weights, _ = sgd.train_data_parallel(OneRank(), zeros, steps=steps, batch_size=BATCH, seed=seed)
     assert calls == [((total,), np.dtype(np.float64))] * steps, (
         f"expected {steps} calls, each with one flat float64 buffer of {total} gradients; got {calls}")
     for i, (w, w0) in enumerate(zip(weights, initial)):
         assert np.array_equal(w, w0), f"parameter {i} moved though allreduce_sum returned zero gradients"
 
-    weights, losses = train_data_parallel(OneRank(), lambda flat: flat.copy(), steps=STEPS, batch_size=BATCH,
+    weights, losses = sgd.train_data_parallel(OneRank(), lambda flat: flat.copy(), steps=STEPS, batch_size=BATCH,
                                           seed=seed)
     reference, serial_losses = serial_training(seed)
     for i, (w, ref) in enumerate(zip(weights, reference)):
