@@ -17,7 +17,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def model_path():
-    from mlsys_labs.serving.model import default_model_path
+    from mlsys_labs.serving import default_model_path
 
     return default_model_path()
 
@@ -38,7 +38,7 @@ def hf_model(model_path):
 
 @pytest.fixture(scope="session")
 def model(model_path):
-    from mlsys_labs.serving.model import load_pretrained
+    from mlsys_labs.serving import load_pretrained
 
     return load_pretrained(model_path)
 

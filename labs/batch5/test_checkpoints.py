@@ -58,9 +58,9 @@ def test_teacher_forced_logits_match_transformers(checkpoints, variant, rng):
     original 64: every RoPE band in use) through the paged cache, within fp32 tolerance of
     transformers in float64 — greedy tokens alone can hide a wrong frequency or bias."""
     from mlsys_labs.common.tolerance import assert_close
-    from mlsys_labs.serving.model import load_pretrained
-    from mlsys_labs.serving.model_runner import ModelRunner
-    from mlsys_labs.serving.sequence import Sequence
+    from mlsys_labs.serving import load_pretrained
+    from mlsys_labs.serving import ModelRunner
+    from mlsys_labs.serving import Sequence
 
     path = checkpoints[variant]
     hf, _ = hf_reference(path)
@@ -166,7 +166,7 @@ def test_unsupported_configs_are_refused_by_name(checkpoints, tmp_path, change, 
     """A config feature the decoder would get silently wrong is refused with an error naming it."""
     import shutil
 
-    from mlsys_labs.serving.model import load_pretrained
+    from mlsys_labs.serving import load_pretrained
 
     src = checkpoints["llama-gqa-untied"]
     dst = tmp_path / "ck"

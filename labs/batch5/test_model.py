@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from mlsys_labs.common.tolerance import assert_close, poison_like
-from mlsys_labs.serving.attention import AttentionMetadata, gather_plan, paged_attention
+from mlsys_labs.serving import AttentionMetadata, gather_plan, paged_attention
 from mlsys_labs.serving import AttentionBackend
-from mlsys_labs.serving.sequence import SamplingParams
+from mlsys_labs.serving import SamplingParams
 
 TIE_MARGIN = 1e-3   # top-2 logit gap below which greedy tokens may legitimately differ
 
@@ -54,7 +54,7 @@ def test_rmsnorm_matches_the_formula(model, rng):
 def test_rope_cos_sin_match_the_formula(model, rng):
     """angle_i = pos · theta^(−2i/d), duplicated (rotate-half layout), at scattered positions up
     to the context length.  The angles are fp32 (as in transformers): error ≤ ~pos · 2⁻²³ rad."""
-    from mlsys_labs.serving.model import rope_cos_sin
+    from mlsys_labs.serving import rope_cos_sin
 
     cfg = model.config
     d, theta = cfg.head_dim, cfg.rope_theta
@@ -77,7 +77,7 @@ def test_rope_cos_sin_match_the_formula(model, rng):
 @pytest.mark.points(1)
 def test_apply_rope_rotates_half_the_head(rng):
     """x·cos + rotate_half(x)·sin with rotate_half(a, b) = (−b, a), over [T, heads, d]."""
-    from mlsys_labs.serving.model import apply_rope
+    from mlsys_labs.serving import apply_rope
 
     T, H, d = 6, 3, 16
     x = torch.from_numpy(rng.standard_normal((T, H, d))).float()
@@ -107,8 +107,8 @@ def test_swiglu_mlp_matches_the_formula(model, rng):
 def test_teacher_forced_logits_match_transformers(model, hf_model, rng):
     """Every position's logits through the paged cache, prompt split into random chunks and
     written to scattered blocks, within fp32 tolerance of transformers in float64."""
-    from mlsys_labs.serving.model_runner import ModelRunner
-    from mlsys_labs.serving.sequence import Sequence
+    from mlsys_labs.serving import ModelRunner
+    from mlsys_labs.serving import Sequence
 
     ids = [256] + rng.integers(0, 256, int(rng.integers(30, 70))).tolist()
     ref = hf_logits(hf_model, ids)
@@ -218,7 +218,8 @@ def test_triton_paged_decode_kernel_matches_dense(rng):
     must not read them); each sequence's largest score sits in its last block (the running max
     rises, so the running sum and output must be rescaled); two sequences have scores
     above 88, where exp overflows in fp32 without subtracting the running max."""
-    from mlsys_labs.serving.triton_decode import paged_decode_attention
+    from mlsys_labs.serving import triton_decode
+    paged_decode_attention = triton_decode.paged_decode_attention
 
     B, H, Hkv, d, bs, nb = 4, 4, 2, 16, 8, 16
     G = H // Hkv
@@ -251,7 +252,7 @@ def test_triton_paged_decode_kernel_matches_dense(rng):
 @pytest.mark.step(8)
 @pytest.mark.points(2)
 def test_int8_per_channel_quantisation_error_bound(rng):
-    from mlsys_labs.serving.quant import Int8Linear, quantize_per_channel
+    from mlsys_labs.serving import Int8Linear, quantize_per_channel
 
     w = torch.from_numpy(rng.standard_normal((48, 64)) * rng.uniform(0.1, 3, (48, 1))).float()
     w[int(rng.integers(48))] = 0.0                          # an all-zero output channel
@@ -279,9 +280,9 @@ def test_int8_per_channel_quantisation_error_bound(rng):
 def test_int8_model_quality_change_is_small(model, rng):
     """Weight-only int8 on every decoder linear: weights 4x smaller, next-token distributions
     close (mean KL below 0.02 nats) and greedy tokens mostly unchanged."""
-    from mlsys_labs.serving.quant import linear_weight_bytes, quantize_model_int8
-    from mlsys_labs.serving.model_runner import ModelRunner
-    from mlsys_labs.serving.sequence import Sequence
+    from mlsys_labs.serving import linear_weight_bytes, quantize_model_int8
+    from mlsys_labs.serving import ModelRunner
+    from mlsys_labs.serving import Sequence
 
     qmodel = quantize_model_int8(copy.deepcopy(model))
     assert linear_weight_bytes(qmodel) < 0.3 * linear_weight_bytes(model) + 4 * model.lm_head.weight.numel()
@@ -306,9 +307,9 @@ def test_int8_model_quality_change_is_small(model, rng):
 def test_speculative_decoding_equals_plain_greedy(model, rng, draft_kind):
     """Each draft on its own: output identical to plain greedy decoding, counts consistent;
     the int8 copy (nearly the target) must also be accepted more than half the time."""
-    from mlsys_labs.serving.model import default_draft_path, load_pretrained
-    from mlsys_labs.serving.quant import quantize_model_int8
-    from mlsys_labs.serving.speculative import greedy_generate, speculative_generate
+    from mlsys_labs.serving import default_draft_path, load_pretrained
+    from mlsys_labs.serving import quantize_model_int8
+    from mlsys_labs.serving import greedy_generate, speculative_generate
 
     prompt = [256] + rng.integers(0, 256, int(rng.integers(5, 30))).tolist()
     ref = greedy_generate(model, prompt, 30)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from mlsys_labs.serving import EngineConfig, SamplingParams, SpeculativeConfig
-from mlsys_labs.serving.speculative import ngram_propose
+from mlsys_labs.serving import ngram_propose
 
 pytestmark = pytest.mark.step(9)
 

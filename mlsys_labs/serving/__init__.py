@@ -2,7 +2,8 @@
 
 Request → :mod:`scheduler` (continuous batching, chunked prefill, preemption) →
 :mod:`block_manager` (paged KV cache, prefix caching, copy-on-write) →
-:mod:`model` (a Llama decoder over the paged cache, :mod:`attention`) →
+:mod:`model` (a Llama decoder over the paged cache, :mod:`attention`; :mod:`model_runner`
+turns a batch of sequences into one forward pass: flattened tokens, slots, block tables) →
 :mod:`sampler` (temperature, top-k, top-p; penalties, ``logit_bias``, ``min_p`` and
 log-probabilities for the API) → :mod:`engine` (the step loop; :mod:`sequence` the typed
 state of one generation stream, :mod:`metrics` its Prometheus counters).
@@ -17,15 +18,22 @@ model; :mod:`tokenizer` has the byte tokenizer and a checkpoint's own (:class:`H
 Options from the readings: :mod:`speculative` (SpecInfer / Leviathan et al.; prompt-lookup
 drafting inside the engine with ``EngineConfig.speculative``),
 :mod:`quant` (int8 weight-only, LLM.int8() / AWQ family), StreamingLLM attention sinks
-(``EngineConfig.sink_blocks`` / ``window_blocks``).
+(``EngineConfig.sink_blocks`` / ``window_blocks``), and :mod:`triton_decode` (the decode step's
+paged attention as one Triton kernel, vLLM's ``paged_attention_v1``; imported on demand:
+``from mlsys_labs.serving import triton_decode``).
 """
 from .config import AttentionBackend, EngineConfig, ModelConfig, RopeScaling, SpeculativeConfig
+from .attention import AttentionMetadata, gather_plan, paged_attention
 from .block_manager import BlockManager
 from .engine import Completion, LLMEngine, RequestOutput
+from .model import (LlamaForCausalLM, apply_rope, default_draft_path, default_model_path, load_pretrained,
+                    rope_cos_sin)
+from .model_runner import ModelRunner
+from .quant import Int8Linear, linear_weight_bytes, quantize_model_int8, quantize_per_channel
 from .sampler import TokenLogprobs, apply_min_p, apply_penalties, choose_token, filter_logits, sample_token
 from .scheduler import RequestRejected, Scheduler
 from .sequence import SamplingParams, Sequence, SequenceStatus
-from .speculative import SpeculativeStats
+from .speculative import SpeculativeStats, greedy_generate, ngram_propose, speculative_generate
 from .tokenizer import BOS, EOS, ByteTokenizer, HFTokenizer, IncrementalDecoder, load_tokenizer
 
 __all__ = ["EngineConfig", "ModelConfig", "SamplingParams", "Sequence", "SequenceStatus", "ByteTokenizer",
@@ -34,4 +42,10 @@ __all__ = ["EngineConfig", "ModelConfig", "SamplingParams", "Sequence", "Sequenc
            # the step loop's parts and the sampler's knobs
            "Scheduler", "RequestRejected", "BlockManager", "RequestOutput", "Completion", "TokenLogprobs",
            "filter_logits", "sample_token", "choose_token", "apply_penalties", "apply_min_p",
-           "IncrementalDecoder", "BOS", "EOS"]
+           "IncrementalDecoder", "BOS", "EOS",
+           # the model over the paged cache
+           "LlamaForCausalLM", "load_pretrained", "default_model_path", "default_draft_path", "rope_cos_sin",
+           "apply_rope", "AttentionMetadata", "gather_plan", "paged_attention", "ModelRunner",
+           # the options from the readings
+           "Int8Linear", "quantize_model_int8", "quantize_per_channel", "linear_weight_bytes",
+           "ngram_propose", "speculative_generate", "greedy_generate"]
