@@ -252,7 +252,8 @@ def test_triton_paged_decode_kernel_matches_dense(rng):
 @pytest.mark.step(8)
 @pytest.mark.points(2)
 def test_int8_per_channel_quantisation_error_bound(rng):
-    from mlsys_labs.serving import Int8Linear, quantize_per_channel
+    from mlsys_labs.serving import quant   # taken whole: it brings lab 4's kernels (Triton, numba)
+    Int8Linear, quantize_per_channel = quant.Int8Linear, quant.quantize_per_channel
 
     w = torch.from_numpy(rng.standard_normal((48, 64)) * rng.uniform(0.1, 3, (48, 1))).float()
     w[int(rng.integers(48))] = 0.0                          # an all-zero output channel
@@ -280,7 +281,8 @@ def test_int8_per_channel_quantisation_error_bound(rng):
 def test_int8_model_quality_change_is_small(model, rng):
     """Weight-only int8 on every decoder linear: weights 4x smaller, next-token distributions
     close (mean KL below 0.02 nats) and greedy tokens mostly unchanged."""
-    from mlsys_labs.serving import linear_weight_bytes, quantize_model_int8
+    from mlsys_labs.serving import quant
+    linear_weight_bytes, quantize_model_int8 = quant.linear_weight_bytes, quant.quantize_model_int8
     from mlsys_labs.serving import ModelRunner
     from mlsys_labs.serving import Sequence
 
@@ -308,7 +310,8 @@ def test_speculative_decoding_equals_plain_greedy(model, rng, draft_kind):
     """Each draft on its own: output identical to plain greedy decoding, counts consistent;
     the int8 copy (nearly the target) must also be accepted more than half the time."""
     from mlsys_labs.serving import default_draft_path, load_pretrained
-    from mlsys_labs.serving import quantize_model_int8
+    from mlsys_labs.serving import quant
+    quantize_model_int8 = quant.quantize_model_int8
     from mlsys_labs.serving import greedy_generate, speculative_generate
 
     prompt = [256] + rng.integers(0, 256, int(rng.integers(5, 30))).tolist()

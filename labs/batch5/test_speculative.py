@@ -53,6 +53,37 @@ def repetitive_prompts(rng, count, shared=()):
     return out
 
 
+def guesses_that_hit(prompt, generated, k=4, n_min=1, n_max=3):
+    """How many tokens prompt lookup guesses right on the reference's own greedy output: the
+    verify loop replayed (the first token comes from the prefill; a guess is accepted while it
+    equals the next greedy token, and the step adds one token of its own)."""
+    accepted, i = 0, 1
+    while i < len(generated):
+        guess = brute_force_lookup(prompt + generated[:i], k, n_min, n_max)
+        a = 0
+        while a < len(guess) and i + a + 1 < len(generated) and guess[a] == generated[i + a]:
+            a += 1
+        accepted, i = accepted + a, i + a + 1
+    return accepted
+
+
+def prompts_with_hits(new_engine, rng, params, shared=()):
+    """One repetitive prompt per ``params``, each drawn until the reference engine's greedy
+    output gives prompt lookup at least one right guess — planted, not left to the seed's luck
+    (a random model need not continue the phrase it was shown)."""
+    ref, out = new_engine(num_blocks=96), []
+    for i, p in enumerate(params):
+        for _ in range(200):
+            prompt = repetitive_prompts(rng, 2, shared)[i % 2]
+            generated = ref.generate([prompt], p)[0][0].token_ids
+            if guesses_that_hit(prompt, list(generated)) > 0:
+                out.append(prompt)
+                break
+        else:
+            pytest.fail("no prompt among 200 gave prompt lookup a right guess on this model")
+    return out
+
+
 def run_both(new_engine, prompts, params, **cfg):
     ref = new_engine(**cfg)
     spec = new_engine(**cfg, speculative=SpeculativeConfig(num_speculative_tokens=4, prompt_lookup_max=3))
@@ -75,9 +106,11 @@ def test_engine_output_is_identical_with_speculation(new_engine, rng, case):
            "budget-2": dict(num_blocks=96, max_num_batched_tokens=2),     # every guess past the first is cut
            "small-cache": dict(num_blocks=14, block_size=8, max_num_batched_tokens=64)}[case]
     shared = rng.integers(0, 256, 20).tolist()
-    prompts = repetitive_prompts(rng, 6, shared)
-    params = [SamplingParams(temperature=0, max_tokens=int(rng.integers(8, 40)), ignore_eos=True,
-                             stop=["\x00\x01"] if i == 3 else []) for i in range(len(prompts))]
+    # under the small cache every request runs long: six of them need several times the cache
+    lengths = [40] * 6 if case == "small-cache" else [int(rng.integers(8, 40)) for _ in range(6)]
+    params = [SamplingParams(temperature=0, max_tokens=n, ignore_eos=True,
+                             stop=["\x00\x01"] if i == 3 else []) for i, n in enumerate(lengths)]
+    prompts = prompts_with_hits(new_engine, rng, params, shared)
     ref, spec = run_both(new_engine, prompts, params, **cfg)
     st = spec.spec_stats
     assert st.num_drafts > 0 and 0 < st.num_accepted_tokens <= st.num_draft_tokens
@@ -92,8 +125,8 @@ def test_engine_output_is_identical_with_speculation(new_engine, rng, case):
 def test_each_accepted_guess_saves_one_step(new_engine, rng):
     """One sequence: every accepted guess is a decode step not taken, and nothing is computed
     twice (an accepted guess's keys and values are already in the cache)."""
-    prompt = repetitive_prompts(rng, 1)[0]
     params = SamplingParams(temperature=0, max_tokens=48, ignore_eos=True)
+    prompt = prompts_with_hits(new_engine, rng, [params])[0]
     ref, spec = run_both(new_engine, [prompt], params, num_blocks=32)
     assert spec.spec_stats.num_accepted_tokens > 0
     assert spec.metrics.steps == ref.metrics.steps - spec.spec_stats.num_accepted_tokens

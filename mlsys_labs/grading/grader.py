@@ -57,7 +57,7 @@ from pathlib import Path
 from ..catalog import Lab, get_lab
 from ..common import device
 from ..common.paths import project_root
-from .bundle import INFRASTRUCTURE, GradeError, _has_hidden, _sandbox, check_imports, make_bundle
+from .bundle import GradeError, _has_hidden, _sandbox, check_imports, make_bundle
 from .runner import GRACE_S, Run, as_positive, _load_run, _merge, _save_run, read_events, run_tests, write_atomically
 from .sandbox import NOBODY, REFERENCE_UID, Limits, Sandbox, isolation
 from .verdicts import compare_checks
@@ -417,15 +417,15 @@ def refused(lab_number: int, reason: str, *, root: Path | None = None, submissio
 
 
 def _sources_digest(root: Path, lab: Lab) -> str:
-    """A hash of what the reference's run depends on: the lab's tests, its packages, the
-    grading infrastructure."""
+    """A hash of what the reference's run depends on: the lab's tests, ``pyproject.toml`` and
+    the whole ``mlsys_labs`` package — a lab may use another's code (lab 3 trains lab 1's
+    MLP, lab 5 quantises with lab 4's quantiser), so any change to the reference counts."""
     import hashlib
 
     h = hashlib.sha256(str(lab.number).encode())
-    for base in [root / "labs" / f"batch{lab.number}", root / "pyproject.toml",
-                 *(root / "mlsys_labs" / name for name in INFRASTRUCTURE),
-                 *(root / "mlsys_labs" / p for p in lab.packages)]:
-        files = sorted(base.rglob("*.py")) if base.is_dir() else [base, base.with_suffix(".py")]
+    for base in [root / "labs" / f"batch{lab.number}", root / "pyproject.toml", root / "mlsys_labs"]:
+        files = sorted(p for p in base.rglob("*") if p.suffix in (".py", ".txt", ".json", ".csv")
+                       and "__pycache__" not in p.parts) if base.is_dir() else [base]
         for f in files:
             if f.is_file():
                 h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())

@@ -17,7 +17,8 @@ model; :mod:`tokenizer` has the byte tokenizer and a checkpoint's own (:class:`H
 
 Options from the readings: :mod:`speculative` (SpecInfer / Leviathan et al.; prompt-lookup
 drafting inside the engine with ``EngineConfig.speculative``),
-:mod:`quant` (int8 weight-only, LLM.int8() / AWQ family), StreamingLLM attention sinks
+:mod:`quant` (int8 weight-only, LLM.int8() / AWQ family, on lab 4's per-channel quantiser;
+imported on demand: ``from mlsys_labs.serving import quant``), StreamingLLM attention sinks
 (``EngineConfig.sink_blocks`` / ``window_blocks``), and :mod:`triton_decode` (the decode step's
 paged attention as one Triton kernel, vLLM's ``paged_attention_v1``; imported on demand:
 ``from mlsys_labs.serving import triton_decode``).
@@ -29,7 +30,6 @@ from .engine import Completion, LLMEngine, RequestOutput
 from .model import (LlamaForCausalLM, apply_rope, default_draft_path, default_model_path, load_pretrained,
                     rope_cos_sin)
 from .model_runner import ModelRunner
-from .quant import Int8Linear, linear_weight_bytes, quantize_model_int8, quantize_per_channel
 from .sampler import TokenLogprobs, apply_min_p, apply_penalties, choose_token, filter_logits, sample_token
 from .scheduler import RequestRejected, Scheduler
 from .sequence import SamplingParams, Sequence, SequenceStatus
@@ -47,5 +47,4 @@ __all__ = ["EngineConfig", "ModelConfig", "SamplingParams", "Sequence", "Sequenc
            "LlamaForCausalLM", "load_pretrained", "default_model_path", "default_draft_path", "rope_cos_sin",
            "apply_rope", "AttentionMetadata", "gather_plan", "paged_attention", "ModelRunner",
            # the options from the readings
-           "Int8Linear", "quantize_model_int8", "quantize_per_channel", "linear_weight_bytes",
            "ngram_propose", "speculative_generate", "greedy_generate"]
