@@ -15,6 +15,19 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def forcing():
+    """``forcing(script, prompt_len)``: a logits processor that makes output token i be
+    ``script[i]`` (by a wide margin) — an engine whose output the test chooses."""
+    def make(script, prompt_len):
+        def force(ids, logits):
+            out = torch.full_like(logits, -1e4)
+            out[script[len(ids) - prompt_len]] = 0.0
+            return out
+        return force
+    return make
+
+
 @pytest.fixture(scope="session")
 def model_path():
     from mlsys_labs.serving import default_model_path

@@ -22,15 +22,6 @@ pytestmark = pytest.mark.step(6)
 TOK = ByteTokenizer()
 
 
-def forcing(script, prompt_len):
-    """A logits processor that makes output token i be ``script[i]`` (by a wide margin)."""
-    def force(ids, logits):
-        out = torch.full_like(logits, -1e4)
-        out[script[len(ids) - prompt_len]] = 0.0
-        return out
-    return force
-
-
 def letters(rng, k):
     return "".join(chr(c) for c in rng.integers(97, 123, k))
 
@@ -115,7 +106,7 @@ def test_choose_token_logprobs_are_of_the_chosen_token_after_bias(rng):
 
 # ---------------------------------------------------------------------- every ending flushes the decoder
 @pytest.mark.points(2)
-def test_the_decoder_is_flushed_on_every_ending(make_engine, rng):
+def test_the_decoder_is_flushed_on_every_ending(make_engine, rng, forcing):
     """A character cut by EOS, by a stop token, by max_tokens or by an abort: the held-back
     bytes are in the text (the text equals the decode of the non-stop tokens)."""
     e = make_engine(num_blocks=64)

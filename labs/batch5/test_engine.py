@@ -129,18 +129,9 @@ def test_stop_strings_stop_tokens_and_max_tokens(make_engine, rng):
     e.block_manager.assert_all_free()
 
 
-def forcing(script, prompt_len):
-    """A logits processor that makes output token i be ``script[i]`` (by a wide margin)."""
-    def force(ids, logits):
-        out = torch.full_like(logits, -1e4)
-        out[script[len(ids) - prompt_len]] = 0.0
-        return out
-    return force
-
-
 @pytest.mark.step(6)
 @pytest.mark.points(1)
-def test_eos_ignore_eos_and_a_partial_last_character(make_engine, rng):
+def test_eos_ignore_eos_and_a_partial_last_character(make_engine, rng, forcing):
     """Forced outputs: EOS stops a request (not part of its text) unless ``ignore_eos``; a
     request cut by ``max_tokens`` inside a UTF-8 character still ends with the decoded tail."""
     from mlsys_labs.serving import EOS
