@@ -21,7 +21,8 @@ The lesson, one file per kernel, in the order of the lab (file — what it teach
 - :mod:`._checks`           — the input checks every launcher runs before it launches (given)
 
 Around it, :mod:`.plumbing` (not the lesson): the ahead-of-time compile check for sm_90, the card's
-measured ceilings for the benchmarks, and the demo (``mlsys-labs run 4``).
+measured ceilings for the benchmarks, and the demo (``mlsys-labs run 4``); :mod:`.compile_check`
+at the top only forwards ``python -m mlsys_labs.kernels.compile_check`` to it.
 """
 from mlsys_labs.common.device import configure_triton
 
