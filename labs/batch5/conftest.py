@@ -123,28 +123,42 @@ def _wait_until_idle(server, timeout=30.0):
                          f"waiting {list(server.engine.scheduler.waiting)}")
 
 
-@pytest.fixture(scope="module")
-def api_server(model):
-    """A real uvicorn server on a free localhost port, on a short context, a small waiting queue
-    and a small body limit; nothing of it may outlive the module."""
-    from mlsys_labs.serving import EngineConfig, LLMEngine
+def _running_server(engine, warm_up, **server_kw):
+    """A real uvicorn server (``ServerThread``) on a free localhost port: started, warmed up by
+    ``warm_up(client)`` (lazy imports happen then, not mid-test), yielded, stopped — and nothing
+    of it may outlive the fixture: the HTTP thread, the engine thread, the listening socket."""
+    import httpx
+
     from mlsys_labs.serving.plumbing.server import ServerThread, port_is_free
 
-    engine = LLMEngine(model, EngineConfig(num_blocks=48, block_size=16, max_num_seqs=6,
-                                           max_num_batched_tokens=128, max_model_len=API_MAX_LEN),
-                       model_name="tiny-llama")
-    srv = ServerThread(engine, max_num_queued_reqs=API_MAX_QUEUED, max_request_bytes=API_MAX_BYTES)
+    srv = ServerThread(engine, **server_kw)
     try:
         srv.start()
-        import httpx
-
-        with httpx.Client(base_url=srv.url, timeout=60) as c:     # lazy imports happen now, not mid-test
-            c.post("/v1/completions", json={"prompt": "warm up", "max_tokens": 2})
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            warm_up(c)
         yield srv
     finally:
         srv.stop()
     assert not srv.thread.is_alive() and not srv.aengine.thread.is_alive(), "the server did not stop"
     assert port_is_free(srv.host, srv.port), f"port {srv.port} is still bound after the server stopped"
+
+
+@pytest.fixture(scope="session")
+def running_server():
+    """``yield from running_server(engine, warm_up, **ServerThread options)`` in a module fixture."""
+    return _running_server
+
+
+@pytest.fixture(scope="module")
+def api_server(model):
+    """A real server on a short context, a small waiting queue and a small body limit."""
+    from mlsys_labs.serving import EngineConfig, LLMEngine
+
+    engine = LLMEngine(model, EngineConfig(num_blocks=48, block_size=16, max_num_seqs=6,
+                                           max_num_batched_tokens=128, max_model_len=API_MAX_LEN),
+                       model_name="tiny-llama")
+    yield from _running_server(engine, lambda c: c.post("/v1/completions", json={"prompt": "warm up", "max_tokens": 2}),
+                               max_num_queued_reqs=API_MAX_QUEUED, max_request_bytes=API_MAX_BYTES)
 
 
 @pytest.fixture

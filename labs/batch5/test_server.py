@@ -18,28 +18,18 @@ pytestmark = pytest.mark.step(6)
 MAX_LEN = 512
 
 
-@pytest.fixture(scope="module")
-def server(model):
-    from mlsys_labs.serving.plumbing.server import ServerThread
+def _warm_up(c):
+    for path in ("/health", "/v1/models", "/metrics"):
+        c.get(path)
+    c.post("/v1/completions", content=b"{", headers={"content-type": "application/json"})
 
+
+@pytest.fixture(scope="module")
+def server(model, running_server):
     engine = LLMEngine(model, EngineConfig(num_blocks=40, block_size=16, max_num_seqs=6,
                                            max_num_batched_tokens=128, max_model_len=MAX_LEN),
                        model_name="tiny-llama")
-    srv = ServerThread(engine)
-    try:
-        srv.start()
-        with httpx.Client(base_url=srv.url, timeout=60) as c:   # warm up: lazy imports happen now, not mid-test
-            for path in ("/health", "/v1/models", "/metrics"):
-                c.get(path)
-            c.post("/v1/completions", content=b"{", headers={"content-type": "application/json"})
-        yield srv
-    finally:
-        srv.stop()
-    from mlsys_labs.serving.plumbing.server import port_is_free
-
-    # nothing may outlive the module: the HTTP thread, the engine thread, the listening socket
-    assert not srv.thread.is_alive() and not srv.aengine.thread.is_alive(), "the server did not stop"
-    assert port_is_free(srv.host, srv.port), f"port {srv.port} is still bound after the server stopped"
+    yield from running_server(engine, _warm_up)
 
 
 @pytest.fixture
