@@ -345,14 +345,6 @@ MUTANTS = [
     ),
     # ------------------------------------------------------------------ int8 weights (step 8)
     Mutant(
-        name="int8-per-tensor-scale",
-        file="mlsys_labs/kernels/quantization.py",   # quant.py's quantize_per_channel is lab 4's
-        old="    scale = t.abs().amax(dim=1).clamp(min=1e-8) / QMAX\n",
-        new="    scale = (t.abs().amax().clamp(min=1e-8) / QMAX).expand(t.shape[0])\n",
-        why="one scale for the whole tensor instead of one per output channel",
-        tests=(MODEL + "::test_int8_per_channel_quantisation_error_bound",),
-    ),
-    Mutant(
         name="int8-scale-divides",
         file=S + "quant.py",
         old="return torch.nn.functional.linear(x, self.qweight.to(x.dtype)) * self.scale",

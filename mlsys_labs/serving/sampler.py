@@ -70,6 +70,7 @@ def apply_penalties(logits: torch.Tensor, params: SamplingParams, prompt_ids: li
     p = params
     if not p.logit_bias and p.repetition_penalty == 1.0 and p.frequency_penalty == 0 and p.presence_penalty == 0:
         return logits
+    # BEGIN SOLUTION [step 6] hint: on a float copy: add logit_bias at its token ids; divide seen tokens' positive logits by the repetition penalty and multiply their negative ones (seen = prompt + output); subtract frequency_penalty × count + presence_penalty × (count > 0) over the output; return the row
     logits = logits.float().clone()
     V = logits.shape[-1]
     if p.logit_bias:
@@ -84,6 +85,7 @@ def apply_penalties(logits: torch.Tensor, params: SamplingParams, prompt_ids: li
         counts = torch.bincount(torch.tensor(output_ids, dtype=torch.long, device=logits.device), minlength=V)[:V]
         logits -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
     return logits
+    # END SOLUTION
 
 
 def apply_min_p(logits: torch.Tensor, min_p: float, temperature: float) -> torch.Tensor:
@@ -91,8 +93,10 @@ def apply_min_p(logits: torch.Tensor, min_p: float, temperature: float) -> torch
     p_i / p_max = exp((l_i − l_max) / T) ≥ min_p  ⇔  l_i ≥ l_max + T·ln(min_p)."""
     if min_p <= 0 or temperature == 0:
         return logits
+    # BEGIN SOLUTION [step 6] hint: keep l_i >= max(l) + T·ln(min_p) (the docstring's inequality); mask the rest with -inf
     threshold = logits.max() + temperature * math.log(min_p)
     return logits.masked_fill(logits < threshold, float("-inf"))
+    # END SOLUTION
 
 
 def token_logprobs(logits: torch.Tensor, token: int, k: int) -> TokenLogprobs:
