@@ -394,6 +394,75 @@ def test_the_waiting_queue_is_bounded_exactly(model):
 
 
 @pytest.mark.points(2)
+def test_a_full_queue_is_answered_503_without_waiting_for_the_engine(model):
+    """The handler checks the bound itself, counting requests the engine thread has not taken
+    yet (one per prompt): with the engine thread held inside a step, exactly enough requests to
+    fill the queue are let through, every other one is answered 503 at once, and once the step ends the queue
+    drains and the server admits again (nothing is counted twice or forgotten)."""
+    import threading
+
+    from mlsys_labs.serving import EngineConfig, LLMEngine
+    from mlsys_labs.serving.plumbing.server import ServerThread
+
+    bound, burst = 3, 8
+    engine = LLMEngine(model, EngineConfig(num_blocks=48, max_model_len=96, max_num_seqs=1))
+    stepping, release = threading.Event(), threading.Event()
+    real_step = engine.step
+
+    def held_step():
+        stepping.set()
+        release.wait(60)
+        return real_step()
+
+    engine.step = held_step
+    body = {"prompt": "queued", "max_tokens": 3, "ignore_eos": True}
+
+    async def run(url):
+        try:
+            return await burst_while_held(url)
+        finally:
+            release.set()
+
+    async def burst_while_held(url):
+        async with httpx.AsyncClient(base_url=url, timeout=90) as c:
+            first = asyncio.create_task(c.post("/v1/completions", json=body))
+            assert await asyncio.to_thread(stepping.wait, 30), "the first request never reached the engine"
+            waiting = len(engine.scheduler.waiting)           # the first request, not yet scheduled
+            try:
+                wide = await asyncio.wait_for(c.post("/v1/completions", json={**body, "prompt": ["a", "b", "c"]}), 15)
+            except asyncio.TimeoutError:
+                wide = None
+            assert wide is not None and wide.status_code == 503, \
+                "three prompts were let through to a queue with room for two (or waited for the engine)"
+            rest = [asyncio.create_task(c.post("/v1/completions", json=body)) for _ in range(burst)]
+            t0 = asyncio.get_running_loop().time()
+            while sum(t.done() for t in rest) < burst - (bound - waiting) and asyncio.get_running_loop().time() - t0 < 30:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)                          # a request let through too many would show now
+            answered = [t.result() for t in rest if t.done()]
+            held = sum(not t.done() for t in rest)
+            release.set()
+            later = await asyncio.gather(first, *rest)
+            again = await c.post("/v1/completions", json=body)
+            return waiting, answered, held, later, again
+
+    try:
+        with ServerThread(engine, max_num_queued_reqs=bound) as srv:
+            waiting, answered, held, later, again = asyncio.run(run(srv.url))
+    finally:
+        release.set()
+    assert waiting == 1
+    assert held == bound - waiting, f"{held} requests were let through to a queue with room for {bound - waiting}"
+    assert len(answered) == burst - held and all(r.status_code == 503 for r in answered), \
+        [r.status_code for r in answered]
+    for r in answered:
+        assert_openai_error(r, 503)
+        assert r.headers.get("retry-after") == "1"
+    assert sorted(r.status_code for r in later) == [200] * (1 + held) + [503] * len(answered)
+    assert again.status_code == 200, f"an idle server refused a request: {again.text}"
+
+
+@pytest.mark.points(2)
 def test_a_burst_beyond_the_queue_gets_503_and_leaves_nothing_behind(api_server, wait_until_idle):
     """60 requests at once on 6 slots and a queue of 8: the excess is answered 503 (OpenAI's
     shape, Retry-After), the admitted ones complete, and afterwards no block, request or

@@ -5,7 +5,9 @@ Flow: a request handler reads the body (at most ``max_request_bytes``, else 413)
 outputs on an ``asyncio.Queue``; the engine thread drains new requests and aborts, admits a
 request only while fewer than ``max_num_queued_reqs`` sequences wait (else 503 with
 ``Retry-After``, like vLLM's ``--max-num-queued-reqs``), runs ``engine.step()`` and posts each
-output back to the event loop (``call_soon_threadsafe``).  Nothing polls: a waiting handler
+output back to the event loop (``call_soon_threadsafe``).  The handler checks the same bound
+first, counting the requests still in the engine's inbox, so a full queue is answered 503 at
+once, without waiting for the engine thread to finish its step.  Nothing polls: a waiting handler
 sleeps on its queue, and a client that goes away wakes it (a non-streaming handler listens for
 ``http.disconnect``; a streaming response is cancelled by Starlette) and aborts its request,
 which frees its blocks whether it was waiting, running or preempted.
@@ -61,6 +63,8 @@ class AsyncEngine:
         self.stopping = False
         self.thread = threading.Thread(target=self._loop, name="engine-loop", daemon=True)
         self.idle = threading.Event()
+        self.in_inbox = 0                     # requests submitted and not yet drained by the engine thread
+        self.count_lock = threading.Lock()
 
     def start(self) -> "AsyncEngine":
         self.thread.start()
@@ -71,9 +75,23 @@ class AsyncEngine:
         self.wake.set()
         self.thread.join(timeout=10)
 
+    def busy(self) -> APIError:
+        return APIError(503, f"the server is busy: {self.max_num_queued_reqs} requests are already waiting; "
+                             "retry later", type_="server_error", code="queue_full", headers={"Retry-After": "1"})
+
     # ---- called from the event loop
+    def check_room(self, num_requests: int) -> None:
+        """Raise the 503 at once if ``num_requests`` more would overfill the waiting queue.
+
+        The engine thread checks again when it admits (it alone knows the queue exactly); this
+        check answers a burst without waiting for the engine's current step to end."""
+        if len(self.engine.scheduler.waiting) + self.in_inbox + num_requests > self.max_num_queued_reqs:
+            raise self.busy()
+
     def submit(self, request_id: str, prompt_ids: list[int], params, q: asyncio.Queue) -> None:
         """Queue a request; ``ACCEPTED`` or an :class:`APIError`, then its outputs, arrive on ``q``."""
+        with self.count_lock:
+            self.in_inbox += 1
         self.inbox.put(("add", request_id, prompt_ids, params, asyncio.get_running_loop(), q))
         self.wake.set()
 
@@ -93,9 +111,7 @@ class AsyncEngine:
 
     def _admit(self, rid: str, ids: list[int], params) -> None:
         if len(self.engine.scheduler.waiting) >= self.max_num_queued_reqs:
-            raise APIError(503, f"the server is busy: {self.max_num_queued_reqs} requests are already "
-                                "waiting; retry later", type_="server_error", code="queue_full",
-                           headers={"Retry-After": "1"})
+            raise self.busy()
         try:
             self.engine.add_request(ids, params, request_id=rid)
         except (RequestRejected, ValueError) as exc:
@@ -112,6 +128,8 @@ class AsyncEngine:
                 self.streams.pop(msg[1], None)
                 continue
             _, rid, ids, params, loop, q = msg
+            with self.count_lock:
+                self.in_inbox -= 1
             self.streams[rid] = (loop, q)
             try:
                 self._admit(rid, ids, params)
@@ -135,8 +153,9 @@ class AsyncEngine:
             return
         for out in outputs:
             self._post(out.request_id, out)
-        for rid in [r for r in self.streams if r not in self.engine.seqs_by_request]:
-            self.streams.pop(rid, None)      # finished: every choice was posted
+        for out in outputs:            # after posting them all: a request's choices may end together
+            if out.finished and out.request_id not in self.engine.seqs_by_request:
+                self.streams.pop(out.request_id, None)
 
     def _loop(self) -> None:
         while not self.stopping:
@@ -334,6 +353,7 @@ async def _generate(request: Request, aengine: AsyncEngine, model_name: str, cha
             engine.scheduler.check_fits(len(ids), params.max_tokens)
     except RequestRejected as exc:
         raise APIError(400, str(exc)) from None
+    aengine.check_room(len(req.prompts))
     gen = Generation(aengine, req, model_name)
     watcher = asyncio.create_task(_watch_disconnect(request, gen.queue)) if not req.stream else None
     try:
