@@ -319,6 +319,8 @@ REFUSED = [   # fields OpenAI acts on that this server does not: a 400 naming th
     ("/v1/completions", {"prompt": "hi", "min_p": 1.5}, "min_p"),
     ("/v1/completions", {"prompt": "hi", "stream_options": {"include_usage": True}}, "stream_options"),
     ("/v1/completions", {"prompt": "hi", "made_up_field": 1}, "made_up_field"),
+    ("/v1/completions", {"prompt": "hi", "stop_token_ids": [-1]}, "stop_token_ids"),     # could never stop
+    ("/v1/completions", {"prompt": "hi", "stop_token_ids": [99999]}, "stop_token_ids"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "tools": []}, "tools"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "response_format": {}},
      "response_format"),
@@ -327,6 +329,7 @@ REFUSED = [   # fields OpenAI acts on that this server does not: a 400 naming th
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "logprobs": 2}, "logprobs"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "assistant", "content": "x", "tool_calls": []}]}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, "messages"),
 ]

@@ -148,9 +148,11 @@ def _message_text(m: dict) -> str:
     if isinstance(content, list) and content:
         texts = []
         for part in content:
-            if not (isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)):
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise APIError(400, f"content parts must be text parts; '{kind}' is not supported", "messages")
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind != "text":
+                raise APIError(400, f"content parts must be text parts; {kind!r} is not supported", "messages")
+            if not isinstance(part.get("text"), str):
+                raise APIError(400, "a text content part needs a string 'text'", "messages")
             texts.append(part["text"])
         return "\n".join(texts)
     raise APIError(400, "each message's 'content' must be a string or a non-empty list of text parts", "messages")
@@ -228,6 +230,8 @@ def _parse_sampling(body: dict, vocab_size: int) -> SamplingParams:
         raise APIError(400, f"'top_p' must be in (0, 1], got {top_p}", "top_p")
     stop_ids = _get(body, "stop_token_ids", lambda v: isinstance(v, list) and all(_is_int(t) for t in v),
                     "a list of integers", [])
+    if any(not 0 <= t < vocab_size for t in stop_ids):     # one the model can never produce would do nothing
+        raise APIError(400, f"'stop_token_ids' must be token ids in [0, {vocab_size})", "stop_token_ids")
     return SamplingParams(
         temperature=float(_in_range(body, "temperature", 0, 2, 1.0)), top_p=float(top_p), top_k=max(top_k, 0),
         min_p=float(_in_range(body, "min_p", 0, 1, 0.0)), n=_in_range(body, "n", 1, MAX_N, 1, integer=True),
