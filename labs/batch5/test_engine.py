@@ -288,9 +288,9 @@ def test_abort_storm_in_every_state_leaves_no_block_allocated(make_engine, rng):
     correctly.  Each abort picks a state not hit yet when one is on offer, so every seed
     reaches waiting and running ones."""
     e = make_engine(num_blocks=12, block_size=8, max_num_batched_tokens=24)
-    rids = [e.add_request(prompt_of(rng, 5, 40), SamplingParams(temperature=1.0, max_tokens=int(rng.integers(5, 40)),
-                                                                n=int(rng.integers(1, 3)), ignore_eos=True))
-            for _ in range(16)]
+    for _ in range(16):
+        e.add_request(prompt_of(rng, 5, 40), SamplingParams(temperature=1.0, max_tokens=int(rng.integers(5, 40)),
+                                                            n=int(rng.integers(1, 3)), ignore_eos=True))
     states = set()
     for step in range(400):
         if not e.has_unfinished():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from mlsys_labs.serving import EngineConfig, SamplingParams, SpeculativeConfig
+from mlsys_labs.serving import SamplingParams, SpeculativeConfig
 from mlsys_labs.serving import ngram_propose
 
 pytestmark = pytest.mark.step(9)
