@@ -79,6 +79,38 @@ def test_chat_with_the_openai_client(oa, api_server, new_engine, hf_model, wait_
     wait_until_idle(api_server)
 
 
+@pytest.mark.points(1)
+def test_token_ids_and_streamed_choices_with_the_openai_client(oa, api_server, new_engine, wait_until_idle):
+    """Token-id prompts, two streamed chat choices carrying log-probabilities, and vLLM's
+    ``repetition_penalty`` through ``extra_body``: each against the engine run directly."""
+    ids = TOK.encode("Token ids")
+    engine = new_engine(num_blocks=64)
+    ref = engine.generate([ids], SamplingParams(temperature=0, max_tokens=5, ignore_eos=True))[0][0]
+    r = oa.completions.create(model="tiny-llama", prompt=ids, max_tokens=5, **GREEDY)
+    assert r.choices[0].text == ref.text and r.usage.prompt_tokens == len(ids)
+
+    msgs = [{"role": "user", "content": "Two of them"}]
+    chat_ids = TOK.apply_chat_template(msgs)
+    chat_ref = engine.generate([chat_ids], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))[0][0]
+    texts, tokens = {0: "", 1: ""}, {0: [], 1: []}
+    for chunk in oa.chat.completions.create(model="tiny-llama", messages=msgs, max_tokens=4, n=2, stream=True,
+                                            logprobs=True, top_logprobs=2, **GREEDY):
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            tokens[c.index] += [e.token for e in (c.logprobs.content or [])] if c.logprobs else []
+    want = [TOK.decode([t]) for t in chat_ref.token_ids]
+    assert texts == {0: chat_ref.text, 1: chat_ref.text} and tokens == {0: want, 1: want}
+
+    penal = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, repetition_penalty=1.8)
+    ref_pen = engine.generate([ids], penal)[0][0]
+    plain = engine.generate([ids], SamplingParams(temperature=0, max_tokens=24, ignore_eos=True))[0][0]
+    assert ref_pen.token_ids != plain.token_ids, "this prompt cannot tell the penalty from none"
+    r = oa.completions.create(model="tiny-llama", prompt=ids, max_tokens=24, temperature=0,
+                              extra_body={"ignore_eos": True, "repetition_penalty": 1.8})
+    assert r.choices[0].text == ref_pen.text
+    wait_until_idle(api_server)
+
+
 @pytest.mark.points(2)
 def test_models_and_errors_with_the_openai_client(oa, api_server):
     assert [m.id for m in oa.models.list().data] == ["tiny-llama"]
