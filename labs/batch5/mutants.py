@@ -493,6 +493,14 @@ MUTANTS = [
         tests=(API + "::test_best_of_returns_the_n_most_likely_of_best_of",),
     ),
     Mutant(
+        name="api-repetition-penalty-dropped",
+        file=S + "plumbing/api.py",
+        old="repetition_penalty=float(repetition), logit_bias",
+        new="repetition_penalty=1.0, logit_bias",
+        why="the server validates vLLM's repetition_penalty and then ignores it",
+        tests=(T + "test_openai_client.py::test_token_ids_and_streamed_choices_with_the_openai_client",),
+    ),
+    Mutant(
         name="api-best-of-keeps-the-least-likely",
         file=S + "plumbing/server.py",
         old="key=lambda c: -c.cumulative_logprob",
