@@ -38,23 +38,6 @@ def client(server):
         yield c
 
 
-def wait_until_idle(server, timeout=30.0):
-    """Until the engine has no work; then every block must be free with count 0."""
-    t0 = time.monotonic()
-    settled = 0
-    while time.monotonic() - t0 < timeout:
-        if server.aengine.idle.is_set() and not server.engine.has_unfinished() and server.aengine.inbox.empty():
-            settled += 1
-            if settled >= 3:
-                server.engine.block_manager.assert_all_free()
-                return
-        else:
-            settled = 0
-        time.sleep(0.05)
-    raise AssertionError(f"engine still busy after {timeout}s: running {server.engine.scheduler.running}, "
-                         f"waiting {list(server.engine.scheduler.waiting)}")
-
-
 def sse_events(response) -> list:
     events = []
     for line in response.iter_lines():
@@ -65,7 +48,7 @@ def sse_events(response) -> list:
 
 
 @pytest.mark.points(1)
-def test_health_models_and_a_first_request(client, server):
+def test_health_models_and_a_first_request(client, server, wait_until_idle):
     assert client.get("/health").status_code == 200
     models = client.get("/v1/models").json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny-llama"]
@@ -75,7 +58,7 @@ def test_health_models_and_a_first_request(client, server):
 
 
 @pytest.mark.points(2)
-def test_completion_matches_the_offline_engine(client, server, new_engine, rng):
+def test_completion_matches_the_offline_engine(client, server, new_engine, rng, wait_until_idle):
     prompt = "".join(chr(c) for c in rng.integers(97, 123, 12))
     r = client.post("/v1/completions", json={"model": "tiny-llama", "prompt": prompt, "max_tokens": 12,
                                              "temperature": 0, "ignore_eos": True})
@@ -90,7 +73,7 @@ def test_completion_matches_the_offline_engine(client, server, new_engine, rng):
 
 
 @pytest.mark.points(3)
-def test_streaming_sends_sse_chunks_usage_and_done(client, server, rng):
+def test_streaming_sends_sse_chunks_usage_and_done(client, server, rng, wait_until_idle):
     prompt = "".join(chr(c) for c in rng.integers(97, 123, 10))
     req = {"model": "tiny-llama", "prompt": prompt, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
     r = client.post("/v1/completions", json=req)
@@ -110,7 +93,7 @@ def test_streaming_sends_sse_chunks_usage_and_done(client, server, rng):
 
 
 @pytest.mark.points(2)
-def test_chat_completions_plain_and_streaming(client, server):
+def test_chat_completions_plain_and_streaming(client, server, wait_until_idle):
     req = {"model": "tiny-llama", "messages": [{"role": "system", "content": "Be brief."},
                                                {"role": "user", "content": "Hello!"}],
            "max_tokens": 10, "temperature": 0, "ignore_eos": True}
@@ -132,7 +115,7 @@ def test_chat_completions_plain_and_streaming(client, server):
 
 @pytest.mark.points(1)
 @pytest.mark.hidden
-def test_n_choices_over_http(client, server):
+def test_n_choices_over_http(client, server, wait_until_idle):
     r = client.post("/v1/completions", json={"prompt": "Once upon", "max_tokens": 6, "n": 3, "seed": 7,
                                              "temperature": 1.0, "ignore_eos": True})
     assert r.status_code == 200, r.text
@@ -180,7 +163,7 @@ BAD_CHATS = [
 
 
 @pytest.mark.points(4)
-def test_every_bad_input_gets_an_openai_style_400_and_the_engine_keeps_serving(client, server):
+def test_every_bad_input_gets_an_openai_style_400_and_the_engine_keeps_serving(client, server, wait_until_idle):
     failures = []
     for path, cases in [("/v1/completions", BAD_COMPLETIONS), ("/v1/chat/completions", BAD_CHATS)]:
         for name, body in cases:
@@ -201,7 +184,7 @@ def test_every_bad_input_gets_an_openai_style_400_and_the_engine_keeps_serving(c
 
 
 @pytest.mark.points(1)
-def test_unknown_model_is_404(client, server):
+def test_unknown_model_is_404(client, server, wait_until_idle):
     r = client.post("/v1/completions", json={"model": "tiny-llama", "prompt": "known model", "max_tokens": 2})
     assert r.status_code == 200, r.text
     wait_until_idle(server)
@@ -221,7 +204,7 @@ def metric_lines(text: str) -> dict:
 
 
 @pytest.mark.points(2)
-def test_metrics_in_prometheus_format(client, server):
+def test_metrics_in_prometheus_format(client, server, wait_until_idle):
     r = client.post("/v1/completions", json={"prompt": "metrics please", "max_tokens": 5, "ignore_eos": True})
     assert r.status_code == 200, r.text
     wait_until_idle(server)
@@ -241,7 +224,7 @@ def test_metrics_in_prometheus_format(client, server):
 
 
 @pytest.mark.points(3)
-def test_client_disconnect_aborts_and_frees_blocks(server):
+def test_client_disconnect_aborts_and_frees_blocks(server, wait_until_idle):
     aborted = server.engine.metrics.requests_aborted
     long = {"prompt": "tell me a long story", "max_tokens": 480, "ignore_eos": True, "temperature": 0}
     with httpx.Client(base_url=server.url, timeout=60) as c:           # streaming: leave after 3 chunks
@@ -259,7 +242,7 @@ def test_client_disconnect_aborts_and_frees_blocks(server):
 
 
 @pytest.mark.points(3)
-def test_cancellation_storm_leaves_no_block_allocated(server, seed):
+def test_cancellation_storm_leaves_no_block_allocated(server, seed, wait_until_idle):
     """24 concurrent streams on 6 sequence slots and a small pool (waiting, running and
     preempted requests); half the clients vanish at random points."""
     import random
@@ -297,7 +280,7 @@ def test_cancellation_storm_leaves_no_block_allocated(server, seed):
 
 
 @pytest.mark.points(1)
-def test_bench_serve_load_generator_reports_latencies(server):
+def test_bench_serve_load_generator_reports_latencies(server, wait_until_idle):
     """``bench-serve``'s client against this server: Poisson arrivals and all at once, every
     request completed, TTFT <= E2E, token counts as asked."""
     import math
@@ -315,7 +298,7 @@ def test_bench_serve_load_generator_reports_latencies(server):
 
 
 @pytest.mark.points(2)
-def test_a_waiting_request_whose_client_leaves_is_aborted(server):
+def test_a_waiting_request_whose_client_leaves_is_aborted(server, wait_until_idle):
     """All 6 sequence slots busy with streams; a 7th request waits in the queue, its client
     gives up, and it is aborted from the queue; then the streams leave too."""
     before = server.engine.metrics.requests_aborted
