@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from .catalog import LABS, get_lab
+from .common.cli_args import at_least
 from .common.paths import project_root, reports_dir
 
 
@@ -320,14 +321,14 @@ def _add_run(sub) -> None:
     r.add_argument("--skip-bench", action="store_true")
     r.add_argument("--skip-demo", action="store_true")
     r.add_argument("--step", metavar="STEPS", help="only the graded tests of these README steps (3, 1-3, 2,4)")
-    r.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
+    r.add_argument("--timeout", type=at_least(1, float), default=300.0, help="seconds per test (default 300)")
     r.set_defaults(func=cmd_run, own_checkout=True, demo_args=[])   # demo_args: options the parser leaves over
 
 
 def _add_starter_and_grade(sub) -> None:
     s = sub.add_parser("starter", help="write a learner's copy with the solutions stubbed out")
     s.add_argument("dest")
-    s.add_argument("--solved-through", type=int, metavar="K",
+    s.add_argument("--solved-through", type=at_least(0), metavar="K",
                    help="keep the reference's solution for README steps 1..K (checks that steps stand alone)")
     s.add_argument("--lab", help="with --solved-through: only this lab's steps count; other labs keep the reference")
     s.set_defaults(func=cmd_starter)
@@ -336,8 +337,8 @@ def _add_starter_and_grade(sub) -> None:
     g.add_argument("--submission", help="folder holding the submission's mlsys_labs (default: this checkout)")
     g.add_argument("--out", default="results.json")
     g.add_argument("--summary", help="Markdown summary path (default: OUT with .md)")
-    g.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
-    g.add_argument("--fail-under", type=float, help="exit 1 when the total is below this percentage")
+    g.add_argument("--timeout", type=at_least(1, float), default=300.0, help="seconds per test (default 300)")
+    g.add_argument("--fail-under", type=at_least(0, float), help="exit 1 when the total is below this percentage")
     g.add_argument("--seed", type=int, help="session seed (default: random per grade; fix it to grade a class "
                                             "against one reference run with --reference-cache)")
     g.add_argument("--reference-cache", help="folder keeping the reference's run per seed and sources")
@@ -347,10 +348,10 @@ def _add_starter_and_grade(sub) -> None:
 def _add_mutants(sub) -> None:
     m = sub.add_parser("mutants", help="plant each catalogued learner bug in a copy and check the graded tests catch it")
     m.add_argument("--lab", help="lab number (default: every lab with labs/batchN/mutants.py)")
-    m.add_argument("--jobs", type=int, default=2, help="mutants run at once (default 2; a catalogue may cap it)")
+    m.add_argument("--jobs", type=at_least(1), default=2, help="mutants run at once (default 2; a catalogue may cap it)")
     m.add_argument("--only", help="comma-separated entry names")
     m.add_argument("--seed", type=int, help="session seed for every run (default: random, printed)")
-    m.add_argument("--timeout", type=float, default=300.0, help="seconds per test (default 300)")
+    m.add_argument("--timeout", type=at_least(1, float), default=300.0, help="seconds per test (default 300)")
     m.add_argument("--list", action="store_true", help="list the catalogue without running it")
     m.set_defaults(func=cmd_mutants, own_checkout=True)
 
@@ -361,7 +362,7 @@ def _add_gpu_check(sub) -> None:
     c = sub.add_parser("gpu-check", help="GPU tests (skips fail) and labs 4–6's GPU benchmarks; writes "
                                          "benchmarks/results/<gpu>.json and gpu-check-<gpu>.md; exit 3 without CUDA")
     c.add_argument("--quick", action="store_true", help="lab 4 only: a smoke test of the machine")
-    c.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, metavar="SECONDS",
+    c.add_argument("--budget", type=at_least(1, float), default=DEFAULT_BUDGET_S, metavar="SECONDS",
                    help=f"stop when this much time has passed (default {DEFAULT_BUDGET_S:.0f})")
     c.add_argument("--out", metavar="DIR", help="folder for the Markdown summary (default benchmarks/results)")
     c.set_defaults(func=cmd_gpu_check)

@@ -37,6 +37,58 @@ def test_bad_input_is_one_line_error(args, message):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def _closed_port() -> str:
+    from mlsys_labs.common.procs import free_port
+
+    return f"http://127.0.0.1:{free_port()}"
+
+
+@pytest.mark.parametrize("args, flag, message", [
+    (("serve", "--num-blocks", "0"), "--num-blocks", "must be at least 1, got 0"),
+    (("serve", "--block-size", "x"), "--block-size", "'x' is not an integer"),
+    (("serve", "--max-num-queued-reqs", "-3"), "--max-num-queued-reqs", "must be at least 1"),
+    (("serve", "--max-request-bytes", "0"), "--max-request-bytes", "must be at least 1"),
+    (("serve", "--port", "70000"), "--port", "a port is 1-65535"),
+    (("serve", "--num-speculative-tokens", "-1"), "--num-speculative-tokens", "must be at least 0"),
+    (("serve", "--device", "tpu"), "--device", "invalid choice"),
+    (("serve", "--model", "/no/such/model"), "--model", "no config.json"),
+    (("bench-serve", "--rates", "2,x"), "--rates", "'x' is not a rate"),
+    (("bench-serve", "--rates", "0"), "--rates", "a rate must be positive"),
+    (("bench-serve", "--input-len", "9:3"), "--input-len", "need 1 <= lo <= hi"),
+    (("bench-serve", "--num-prompts", "0"), "--num-prompts", "must be at least 1"),
+    (("bench-serve", "--url", None), "--url", "no OpenAI-compatible server answers there"),
+    (("mutants", "--jobs", "0"), "--jobs", "must be at least 1"),
+    (("grade", "--timeout", "-5"), "--timeout", "must be at least 1"),
+    (("grade", "--fail-under", "x"), "--fail-under", "'x' is not a number"),
+    (("gpu-check", "--budget", "nan"), "--budget", "must be at least 1"),
+])
+def test_a_bad_option_value_is_a_usage_error_naming_the_flag(args, flag, message, capsys):
+    """Checked before anything starts (no server, no engine, no run): exit 2, and the last
+    line of stderr names the flag and what is wrong with the value."""
+    from mlsys_labs.cli import main
+
+    args = [a if a is not None else _closed_port() for a in args]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert flag in last and message in last and "Traceback" not in err, err
+
+
+def test_engine_config_refuses_sizes_that_could_never_serve():
+    from mlsys_labs.serving import EngineConfig
+
+    for field in ("block_size", "num_blocks", "max_num_batched_tokens", "max_num_seqs", "max_model_len"):
+        with pytest.raises(ValueError, match=field):
+            EngineConfig(**{field: 0})
+    with pytest.raises(ValueError, match="dtype"):
+        EngineConfig(dtype="float8")
+    import numpy as np
+
+    assert EngineConfig(num_blocks=np.int64(4)).num_blocks == 4      # numpy integers are integers
+
+
 def test_submission_without_package_and_one_that_does_not_import(toy_repo, tmp_path):
     env = {"MLSYS_LABS_HOME": str(toy_repo)}
     (tmp_path / "empty").mkdir()

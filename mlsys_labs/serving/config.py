@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import enum
 import json
+import numbers
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,6 +155,16 @@ class EngineConfig:
 
     def __post_init__(self):
         self.attention_backend = AttentionBackend(self.attention_backend)   # accepts "torch" / "triton"
+        for name in ("block_size", "num_blocks", "max_num_batched_tokens", "max_num_seqs"):
+            if not isinstance(getattr(self, name), numbers.Integral) or getattr(self, name) < 1:
+                raise ValueError(f"EngineConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+        if self.max_model_len is not None and (not isinstance(self.max_model_len, numbers.Integral)
+                                               or self.max_model_len < 1):
+            raise ValueError(f"EngineConfig.max_model_len must be a positive integer or None, got {self.max_model_len!r}")
+        if self.sink_blocks < 0 or self.window_blocks < 0:
+            raise ValueError("EngineConfig.sink_blocks and window_blocks must be >= 0")
+        if self.dtype not in ("float32", "float16", "bfloat16", "float64"):
+            raise ValueError(f"EngineConfig.dtype must be float32, float16, bfloat16 or float64, got {self.dtype!r}")
 
     @property
     def streaming(self) -> bool:

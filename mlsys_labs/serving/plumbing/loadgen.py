@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...common.cli_args import at_least
+
 
 @dataclass
 class RequestResult:
@@ -149,16 +151,40 @@ def run_bench(url: str, rates: list[float], num_prompts: int, seed: int, input_l
 
 
 def _range(text: str) -> tuple[int, int]:
-    lo, hi = (int(x) for x in text.split(":"))
+    """``lo:hi`` with 1 <= lo <= hi."""
+    try:
+        lo, hi = (int(x) for x in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected lo:hi (two integers), got {text!r}") from None
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 1 <= lo <= hi, got {text!r}")
     return lo, hi
+
+
+def _rates(text: str) -> list[float]:
+    """Comma-separated requests/s, each positive; ``inf`` (or ``all``) sends every request at once."""
+    rates = []
+    for r in text.split(","):
+        r = r.strip()
+        if r in ("inf", "all"):
+            rates.append(math.inf)
+            continue
+        try:
+            rates.append(float(r))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{r!r} is not a rate (a number of requests/s, or inf)") from None
+        if not rates[-1] > 0:
+            raise argparse.ArgumentTypeError(f"a rate must be positive, got {r}")
+    return rates
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlsys-labs bench-serve", description=__doc__.split("\n\n")[0])
     p.add_argument("--url", default=None, help="a running server (default: start one here on the default model)")
     p.add_argument("--model", default=None, help="model name to send (default: the server's)")
-    p.add_argument("--rates", default="2,8,inf", help="comma-separated requests/s; inf = all at once")
-    p.add_argument("--num-prompts", type=int, default=32)
+    p.add_argument("--rates", type=_rates, default=[2.0, 8.0, math.inf],
+                   help="comma-separated requests/s; inf = all at once (default 2,8,inf)")
+    p.add_argument("--num-prompts", type=at_least(1), default=32)
     p.add_argument("--input-len", type=_range, default=(16, 128), help="lo:hi prompt characters")
     p.add_argument("--output-len", type=_range, default=(16, 64), help="lo:hi output tokens")
     p.add_argument("--seed", type=int, default=0)
@@ -167,10 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def bench_serve_main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    rates = [math.inf if r.strip() in ("inf", "all") else float(r) for r in args.rates.split(",")]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    rates = args.rates
     server = None
     url = args.url
+    if url is not None:
+        import httpx
+
+        try:
+            httpx.get(url.rstrip("/") + "/v1/models", timeout=10).raise_for_status()
+        except httpx.HTTPError as exc:
+            parser.error(f"--url {url}: no OpenAI-compatible server answers there ({type(exc).__name__}: {exc})")
     if url is None:
         import torch
 

@@ -29,12 +29,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
+from ...common.cli_args import at_least, port
 from ...common.procs import free_port
 from ..engine import LLMEngine, RequestOutput, log_exception
 from ..scheduler import RequestRejected
@@ -505,21 +507,21 @@ class ServerThread:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlsys-labs serve", description="OpenAI-compatible server on the default model")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000, help="default 8000; a free port is used if it is busy")
+    p.add_argument("--port", type=port, default=8000, help="default 8000; a free port is used if it is busy")
     p.add_argument("--model", default=None, help="a Hugging Face-format Llama folder (default: the lab's tiny model)")
-    p.add_argument("--num-blocks", type=int, default=1024)
-    p.add_argument("--block-size", type=int, default=16)
-    p.add_argument("--max-num-seqs", type=int, default=64)
-    p.add_argument("--max-num-batched-tokens", type=int, default=512)
-    p.add_argument("--max-num-queued-reqs", type=int, default=MAX_NUM_QUEUED_REQS,
+    p.add_argument("--num-blocks", type=at_least(1), default=1024)
+    p.add_argument("--block-size", type=at_least(1), default=16)
+    p.add_argument("--max-num-seqs", type=at_least(1), default=64)
+    p.add_argument("--max-num-batched-tokens", type=at_least(1), default=512)
+    p.add_argument("--max-num-queued-reqs", type=at_least(1), default=MAX_NUM_QUEUED_REQS,
                    help="sequences allowed to wait for a slot; further requests get 503 with Retry-After")
-    p.add_argument("--max-request-bytes", type=int, default=MAX_REQUEST_BYTES,
+    p.add_argument("--max-request-bytes", type=at_least(1), default=MAX_REQUEST_BYTES,
                    help="largest request body accepted; larger ones get 413")
     p.add_argument("--no-prefix-caching", action="store_true")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument("--attention-backend", choices=["torch", "triton"], default="torch",
                    help="decode attention: PyTorch gather, or the Triton paged-decode kernel (meant for CUDA)")
-    p.add_argument("--num-speculative-tokens", type=int, default=0,
+    p.add_argument("--num-speculative-tokens", type=at_least(0), default=0,
                    help="speculative decoding by prompt lookup (n-gram), up to this many guesses a step (0: off)")
     return p
 
@@ -529,6 +531,10 @@ def engine_from_args(args) -> LLMEngine:
     from ..config import EngineConfig, SpeculativeConfig
 
     device = args.device or ("cuda" if has_cuda() else "cpu")
+    if device == "cuda" and not has_cuda():
+        raise ValueError("--device cuda: no CUDA device is available to this PyTorch")
+    if args.model is not None and not (Path(args.model) / "config.json").is_file():
+        raise ValueError(f"--model {args.model}: not a Hugging Face model folder (no config.json there)")
     spec = SpeculativeConfig(num_speculative_tokens=args.num_speculative_tokens) if args.num_speculative_tokens else None
     cfg = EngineConfig(block_size=args.block_size, num_blocks=args.num_blocks, max_num_seqs=args.max_num_seqs,
                        max_num_batched_tokens=args.max_num_batched_tokens,
@@ -541,8 +547,12 @@ def serve_main(argv: list[str]) -> int:
     """``mlsys-labs serve``: start the server on the default model and say where it listens."""
     import uvicorn
 
-    args = build_parser().parse_args(argv)
-    engine = engine_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        engine = engine_from_args(args)
+    except ValueError as exc:         # a bad flag, or a checkpoint this engine refuses by name
+        parser.error(str(exc))
     port = args.port
     if not port_is_free(args.host, port):
         port = free_port(args.host)
