@@ -76,6 +76,34 @@ def test_a_bad_option_value_is_a_usage_error_naming_the_flag(args, flag, message
     assert flag in last and message in last and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("module, args, flag", [
+    ("mlsys_labs.nn.plumbing.demo", ["--largest-mib", "0"], "--largest-mib"),
+    ("mlsys_labs.matmul.plumbing.demo", ["--n", "-4"], "--n"),
+    ("mlsys_labs.zero.train", ["--accumulate", "0"], "--accumulate"),
+    ("mlsys_labs.zero.plumbing.demo", ["--nproc", "0"], "--nproc"),
+    ("mlsys_labs.federated.plumbing.demo", ["--rounds", "x"], "--rounds"),
+    ("mlsys_labs.serving.plumbing.demo", ["--requests", "0"], "--requests"),
+    ("mlsys_labs.serving.plumbing.checkpoint", ["/tmp/unused", "--kv-heads", "0"], "--kv-heads"),
+    ("mlsys_labs.serving.plumbing.backlog", ["--bursts", "0"], "--bursts"),
+])
+def test_every_lab_command_refuses_a_bad_value_before_it_starts(module, args, flag, capsys):
+    import importlib
+
+    mod = importlib.import_module(module)
+    with pytest.raises(SystemExit) as exc:
+        (mod.parse if hasattr(mod, "parse") else mod.main)(args)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and flag in err.strip().splitlines()[-1], err
+
+
+def test_the_mpi_programs_refuse_a_bad_value_before_mpi_starts():
+    for args, flag in [(["-m", "mlsys_labs.collectives.sgd", "--steps", "0"], "--steps"),
+                       (["-m", "mlsys_labs.collectives.sgd", "--algorithm", "tree"], "--algorithm"),
+                       (["-m", "mlsys_labs.collectives.plumbing.osu", "--scale", "0"], "--scale")]:
+        proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and flag in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
 def test_engine_config_refuses_sizes_that_could_never_serve():
     from mlsys_labs.serving import EngineConfig
 

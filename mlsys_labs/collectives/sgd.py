@@ -22,6 +22,7 @@ import numpy as np
 
 from mlsys_labs.nn import MLP, SGD, Tensor, cross_entropy
 from mlsys_labs.nn.data import load_digits_split
+from ..common.cli_args import at_least
 
 
 def batch_schedule(n_examples: int, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
@@ -70,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from mpi4py import MPI
 
-    from .allreduce import allreduce
+    from .allreduce import ALGORITHMS, allreduce
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--algorithm", default="ring")
+    ap.add_argument("--steps", type=at_least(1), default=20)
+    ap.add_argument("--batch-size", type=at_least(1), default=64)
+    ap.add_argument("--algorithm", default="ring", choices=ALGORITHMS + ("auto",))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="rank 0 saves both runs' weights here (.npz)")
     args = ap.parse_args(argv)

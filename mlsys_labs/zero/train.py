@@ -28,21 +28,22 @@ from .data import CharText, global_batch, load_text, rank_slice
 from .memory import comm_bytes_formula, inventory, model_state_bytes, model_state_formula
 from .model import GPTConfig, build_model
 from .stages import make_engine
+from ..common.cli_args import at_least
 
 
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", type=int, default=2, choices=[0, 1, 2, 3], help="0 = DDP, 1-3 = ZeRO stage")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=16, help="global batch (sequences)")
-    p.add_argument("--block-size", type=int, default=64)
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--steps", type=at_least(1), default=100)
+    p.add_argument("--batch-size", type=at_least(1), default=16, help="global batch (sequences)")
+    p.add_argument("--block-size", type=at_least(1), default=64)
+    p.add_argument("--d-model", type=at_least(1), default=64)
+    p.add_argument("--layers", type=at_least(1), default=2)
+    p.add_argument("--heads", type=at_least(1), default=4)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--clip", type=float, default=1.0, help="max global gradient norm (0: off)")
-    p.add_argument("--accumulate", type=int, default=1, help="micro-batches per step")
+    p.add_argument("--weight-decay", type=at_least(0, float), default=0.01)
+    p.add_argument("--clip", type=at_least(0, float), default=1.0, help="max global gradient norm (0: off)")
+    p.add_argument("--accumulate", type=at_least(1), default=1, help="micro-batches per step")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: bf16 parameters, gradients and collectives, fp32 master weights")
     p.add_argument("--seed", type=int, default=0)
@@ -52,7 +53,7 @@ def parse(argv):
     p.add_argument("--resume", help="a checkpoint directory (any world size, any stage)")
     p.add_argument("--die-rank", type=int, default=-1)
     p.add_argument("--die-at", type=int, default=-1)
-    p.add_argument("--timeout", type=float, default=60.0, help="collective timeout, seconds")
+    p.add_argument("--timeout", type=at_least(1, float), default=60.0, help="collective timeout, seconds")
     return p.parse_args(argv)
 
 

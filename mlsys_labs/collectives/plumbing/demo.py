@@ -26,13 +26,14 @@ from ..costmodel import choose_allreduce
 from .launch import oversubscribed, run_mpi
 from .osu import format_decomposition, format_table, summarize
 from .plots import plot_crossover, plot_model, plot_sweep
+from ...common.cli_args import at_least
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="mlsys-labs run 3")
-    ap.add_argument("--ranks", type=int, default=2, help="ranks for the sweep (default 2: one per core here)")
+    ap.add_argument("--ranks", type=at_least(1), default=2, help="ranks for the sweep (default 2: one per core here)")
     ap.add_argument("--max-bytes", default="16M")
-    ap.add_argument("--sgd-ranks", type=int, default=4)
+    ap.add_argument("--sgd-ranks", type=at_least(1), default=4)
     ap.add_argument("--hostfile", default=None, help="run on a cluster: mpiexec -f HOSTFILE")
     ap.add_argument("--sweep-ranks", default="", help="e.g. 4,8,16: allreduce sweeps at these p (crossover plot)")
     args = ap.parse_args(argv)

@@ -27,6 +27,7 @@ import sys
 import time
 
 import numpy as np
+from ...common.cli_args import at_least
 
 BUS_FACTOR = {
     "allreduce": lambda p: 2 * (p - 1) / p,
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--collectives", default=",".join(COLLECTIVES))
     ap.add_argument("--max-bytes", default="64M")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply the iteration counts")
+    ap.add_argument("--scale", type=at_least(0.001, float), default=1.0, help="multiply the iteration counts")
     ap.add_argument("--out", default=None, help="rank 0 writes the rows and the calibration here (JSON)")
     args = ap.parse_args(argv)
     comm = MPI.COMM_WORLD

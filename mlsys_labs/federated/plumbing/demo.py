@@ -20,6 +20,7 @@ from mlsys_labs.common.paths import reports_dir
 from ..config import FedConfig
 from ..centralized import train_centralized
 from ..server_app import rounds_to_accuracy
+from ...common.cli_args import at_least
 
 SCENARIOS = {
     "IID · FedAvg": dict(partitioning="iid", strategy="fedavg"),
@@ -114,13 +115,13 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mlsys-labs run 7", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--deployment", action="store_true", help="real SuperLink + SuperNode processes")
-    p.add_argument("--supernodes", type=int, default=3)
-    p.add_argument("--deploy-rounds", type=int, default=3)
+    p.add_argument("--supernodes", type=at_least(1), default=3)
+    p.add_argument("--deploy-rounds", type=at_least(1), default=3)
     p.add_argument("--engine", choices=["flower", "inprocess"], default="flower",
                    help="flower: Flower's simulation engine on Ray; inprocess: the same apps without Ray")
-    p.add_argument("--clients", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=20)
-    p.add_argument("--local-epochs", type=int, default=2)
+    p.add_argument("--clients", type=at_least(1), default=10)
+    p.add_argument("--rounds", type=at_least(1), default=20)
+    p.add_argument("--local-epochs", type=at_least(1), default=2)
     p.add_argument("--fraction", type=float, default=0.5)
     p.add_argument("--stragglers", type=float, default=0.5,
                    help="fixed share of clients that finish only part of their local work each round")

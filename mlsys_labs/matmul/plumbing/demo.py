@@ -28,6 +28,7 @@ from ..threaded import matmul_threaded
 from .ceilings import measure_ceilings
 from .pinning import pinned_threads
 from .plots import plot_roofline
+from ...common.cli_args import at_least
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -106,10 +107,10 @@ def _plot_roofline(rows, n: int, n0: int, dtype, dt: str, cfg, ceilings: tuple[d
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mlsys-labs run 2", description=__doc__)
-    p.add_argument("--n", type=int, default=960, help="matrix size for the fast variants (default 960)")
-    p.add_argument("--naive-n", type=int, default=320, help="matrix size for naive i-j-k (default 320)")
+    p.add_argument("--n", type=at_least(1), default=960, help="matrix size for the fast variants (default 960)")
+    p.add_argument("--naive-n", type=at_least(1), default=320, help="matrix size for naive i-j-k (default 320)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=at_least(1), default=3)
     args = p.parse_args(argv)
     dtype = np.dtype(args.dtype)
     dt = "fp32" if dtype == np.float32 else "fp64"

@@ -12,6 +12,7 @@ from mlsys_labs.common.bench import machine_name
 from mlsys_labs.common.paths import reports_dir
 
 from ..train import LearningCurves, train_cnn, train_mlp
+from ...common.cli_args import at_least
 
 
 def plot_learning_curves(curves: dict[str, LearningCurves], path) -> None:
@@ -33,7 +34,7 @@ def plot_learning_curves(curves: dict[str, LearningCurves], path) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mlsys-labs run 1", description=__doc__)
     parser.add_argument("--seed", type=int, default=0, help="model and shuffling seed (default 0)")
-    parser.add_argument("--largest-mib", type=int, default=256, help="largest working set of the mountain (MiB)")
+    parser.add_argument("--largest-mib", type=at_least(1), default=256, help="largest working set of the mountain (MiB)")
     parser.add_argument("--skip-mountain", action="store_true", help="train only")
     args = parser.parse_args(argv)
     out = reports_dir("lab1")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import httpx
 
 from ...common.procs import free_port, kill_group
+from ...common.cli_args import at_least
 
 
 def rss_mib(pid: int) -> float:
@@ -218,10 +219,10 @@ def _warm_full_batch(srv: Server, n: int = 64) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--backlog", type=int, default=2000)
-    p.add_argument("--queued", type=int, default=1000)
-    p.add_argument("--bound", type=int, default=256, help="the queue bound of the burst run")
-    p.add_argument("--bursts", type=int, default=3, help="bursts in a row (memory must not climb)")
+    p.add_argument("--backlog", type=at_least(1), default=2000)
+    p.add_argument("--queued", type=at_least(1), default=1000)
+    p.add_argument("--bound", type=at_least(1), default=256, help="the queue bound of the burst run")
+    p.add_argument("--bursts", type=at_least(1), default=3, help="bursts in a row (memory must not climb)")
     p.add_argument("--only", choices=["metrics", "stream", "burst"], default=None)
     args = p.parse_args(argv)
     raise_open_files_limit(3 * args.backlog)      # the servers started below inherit it

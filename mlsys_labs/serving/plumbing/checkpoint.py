@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from ...common.cli_args import at_least
 
 CORPUS = Path(__file__).with_name("tokenizer_corpus.txt")
 BOS, EOS, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"
@@ -109,12 +110,12 @@ def build_checkpoint(dest: str | Path, spec: TinyCheckpoint | None = None) -> Pa
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("dest")
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--intermediate", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=2)
-    p.add_argument("--vocab", type=int, default=512)
+    p.add_argument("--layers", type=at_least(1), default=2)
+    p.add_argument("--hidden", type=at_least(1), default=64)
+    p.add_argument("--intermediate", type=at_least(1), default=128)
+    p.add_argument("--heads", type=at_least(1), default=4)
+    p.add_argument("--kv-heads", type=at_least(1), default=2)
+    p.add_argument("--vocab", type=at_least(1), default=512)
     p.add_argument("--architecture", choices=["llama", "qwen2"], default="llama")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)

@@ -28,6 +28,7 @@ from .loadgen import format_summary, run_bench
 from .offline_bench import (kv_waste, load_hf, make_workload, prefix_workload, run_engine, run_hf_static,
                             run_prefix_workload)
 from .server import ServerThread
+from ...common.cli_args import at_least
 
 
 def plot_kv(run, reserve: int, path):
@@ -122,7 +123,7 @@ def _online(model, out) -> None:
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mlsys-labs run 5 (demo)")
-    p.add_argument("--requests", type=int, default=32)
+    p.add_argument("--requests", type=at_least(1), default=32)
     args = p.parse_args(argv)
     from tqdm import tqdm
 

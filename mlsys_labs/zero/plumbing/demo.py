@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ...common.paths import reports_dir
 from .launch import torchrun
+from ...common.cli_args import at_least
 
 
 def _worker(argv: list[str]) -> int:
@@ -87,8 +88,8 @@ def main(argv: list[str]) -> int:
     if argv and argv[0] == "--worker":
         return _worker(argv[1:])
     p = argparse.ArgumentParser(prog="mlsys-labs run 6")
-    p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--steps", type=at_least(1), default=120)
+    p.add_argument("--nproc", type=at_least(1), default=2)
     p.add_argument("--stages", default="0,1,2,3")
     args = p.parse_args(argv)
     out = reports_dir("lab6")
