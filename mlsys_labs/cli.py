@@ -362,7 +362,7 @@ def _add_gpu_check(sub) -> None:
     c = sub.add_parser("gpu-check", help="GPU tests (skips fail) and labs 4–6's GPU benchmarks; writes "
                                          "benchmarks/results/<gpu>.json and gpu-check-<gpu>.md; exit 3 without CUDA")
     c.add_argument("--quick", action="store_true", help="lab 4 only: a smoke test of the machine")
-    c.add_argument("--budget", type=at_least(1, float), default=DEFAULT_BUDGET_S, metavar="SECONDS",
+    c.add_argument("--budget", type=at_least(0, float), default=DEFAULT_BUDGET_S, metavar="SECONDS",
                    help=f"stop when this much time has passed (default {DEFAULT_BUDGET_S:.0f})")
     c.add_argument("--out", metavar="DIR", help="folder for the Markdown summary (default benchmarks/results)")
     c.set_defaults(func=cmd_gpu_check)

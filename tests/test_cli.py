@@ -60,7 +60,7 @@ def _closed_port() -> str:
     (("mutants", "--jobs", "0"), "--jobs", "must be at least 1"),
     (("grade", "--timeout", "-5"), "--timeout", "must be at least 1"),
     (("grade", "--fail-under", "x"), "--fail-under", "'x' is not a number"),
-    (("gpu-check", "--budget", "nan"), "--budget", "must be at least 1"),
+    (("gpu-check", "--budget", "nan"), "--budget", "must be at least 0"),
 ])
 def test_a_bad_option_value_is_a_usage_error_naming_the_flag(args, flag, message, capsys):
     """Checked before anything starts (no server, no engine, no run): exit 2, and the last
