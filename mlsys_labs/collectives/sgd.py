@@ -20,9 +20,9 @@ from typing import Callable
 
 import numpy as np
 
+from mlsys_labs.common.cli_args import at_least
 from mlsys_labs.nn import MLP, SGD, Tensor, cross_entropy
 from mlsys_labs.nn.data import load_digits_split
-from ..common.cli_args import at_least
 
 
 def batch_schedule(n_examples: int, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:

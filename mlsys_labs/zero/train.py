@@ -22,13 +22,13 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ..common.cli_args import at_least
 from . import checkpoint
 from .comm import Comm
 from .data import CharText, global_batch, load_text, rank_slice
 from .memory import comm_bytes_formula, inventory, model_state_bytes, model_state_formula
 from .model import GPTConfig, build_model
 from .stages import make_engine
-from ..common.cli_args import at_least
 
 
 def parse(argv):

@@ -20,13 +20,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mlsys_labs.common.bench import machine_name
+from mlsys_labs.common.cli_args import at_least
 from mlsys_labs.common.paths import reports_dir
 
 from ..costmodel import choose_allreduce
 from .launch import oversubscribed, run_mpi
 from .osu import format_decomposition, format_table, summarize
 from .plots import plot_crossover, plot_model, plot_sweep
-from ...common.cli_args import at_least
 
 
 def main(argv: list[str]) -> int:

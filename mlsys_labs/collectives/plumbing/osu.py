@@ -27,6 +27,7 @@ import sys
 import time
 
 import numpy as np
+
 from ...common.cli_args import at_least
 
 BUS_FACTOR = {

@@ -15,12 +15,12 @@ import argparse
 import json
 import time
 
+from mlsys_labs.common.cli_args import at_least
 from mlsys_labs.common.paths import reports_dir
 
 from ..config import FedConfig
 from ..centralized import train_centralized
 from ..server_app import rounds_to_accuracy
-from ...common.cli_args import at_least
 
 SCENARIOS = {
     "IID · FedAvg": dict(partitioning="iid", strategy="fedavg"),

@@ -15,6 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mlsys_labs.common.bench import machine_name
+from mlsys_labs.common.cli_args import at_least
 from mlsys_labs.common.paths import reports_dir
 
 from .. import roofline
@@ -28,7 +29,6 @@ from ..threaded import matmul_threaded
 from .ceilings import measure_ceilings
 from .pinning import pinned_threads
 from .plots import plot_roofline
-from ...common.cli_args import at_least
 
 
 def best_seconds(fn, repeats: int) -> float:

@@ -9,10 +9,10 @@ from threadpoolctl import threadpool_limits
 
 from mlsys_labs.common import plotting
 from mlsys_labs.common.bench import machine_name
+from mlsys_labs.common.cli_args import at_least
 from mlsys_labs.common.paths import reports_dir
 
 from ..train import LearningCurves, train_cnn, train_mlp
-from ...common.cli_args import at_least
 
 
 def plot_learning_curves(curves: dict[str, LearningCurves], path) -> None:

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from ...common.procs import free_port, kill_group
 from ...common.cli_args import at_least
+from ...common.procs import free_port, kill_group
 
 
 def rss_mib(pid: int) -> float:

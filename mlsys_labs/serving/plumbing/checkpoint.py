@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
 from ...common.cli_args import at_least
 
 CORPUS = Path(__file__).with_name("tokenizer_corpus.txt")

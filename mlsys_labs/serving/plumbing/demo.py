@@ -16,6 +16,7 @@ import math
 import torch
 
 from ...common.bench import machine_name
+from ...common.cli_args import at_least
 from ...common.paths import reports_dir
 from ..config import EngineConfig
 from ..engine import LLMEngine
@@ -28,7 +29,6 @@ from .loadgen import format_summary, run_bench
 from .offline_bench import (kv_waste, load_hf, make_workload, prefix_workload, run_engine, run_hf_static,
                             run_prefix_workload)
 from .server import ServerThread
-from ...common.cli_args import at_least
 
 
 def plot_kv(run, reserve: int, path):

@@ -9,9 +9,9 @@ import json
 import sys
 from pathlib import Path
 
+from ...common.cli_args import at_least
 from ...common.paths import reports_dir
 from .launch import torchrun
-from ...common.cli_args import at_least
 
 
 def _worker(argv: list[str]) -> int:
